@@ -1,0 +1,257 @@
+"""The typed settings schema: every key mailtriage reads, with its default.
+
+The commented starter file is ``config/defaults.toml``; ``config.loader`` reads a
+TOML file, overlays ``MAILTRIAGE_<SECTION>_<KEY>`` environment variables and
+validates the result against :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+DEFAULT_CATEGORIES = (
+    "network",
+    "hardware",
+    "software",
+    "access",
+    "email",
+    "printing",
+    "security",
+    "general",
+)
+PRIORITIES = ("critical", "high", "medium", "low")
+
+
+class _Section(BaseModel):
+    """Base for every section: unknown keys are errors, so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatabaseSettings(_Section):
+    """Where tickets, the ledger and the outbox live."""
+
+    url: str = "sqlite:///var/mailtriage.db"
+    echo: bool = False
+
+
+class OAuth2Settings(_Section):
+    """App-only (client credentials) OAuth2 for Microsoft 365 via msal."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr | None = None
+    certificate_path: str | None = None
+    certificate_thumbprint: str | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> OAuth2Settings:
+        if not self.client_secret and not self.certificate_path:
+            raise ValueError("needs client_secret or certificate_path")
+        return self
+
+
+class MailboxSettings(_Section):
+    """The support mailbox that is read."""
+
+    backend: Literal["maildir", "imap", "graph", "ews"] = "maildir"
+    path: str = "var/mail/inbox"
+    support_address: str = "support@example.com"
+    # imap / ews / graph
+    host: str | None = None
+    port: int | None = None
+    ssl: bool = True
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    oauth2: OAuth2Settings | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    idle: bool = True
+    poll_seconds: float = Field(default=30.0, gt=0)
+    # graph: the mailbox user (UPN or id) and the API base (overridable for tests)
+    user: str | None = None
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    # ews: on-premises Exchange
+    ews_url: str | None = None
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> MailboxSettings:
+        if self.backend == "imap" and not self.host:
+            raise ValueError("host: required when backend = 'imap'")
+        if self.backend == "imap" and not (self.password or self.oauth2):
+            raise ValueError("password: backend 'imap' needs password or [mailbox.oauth2]")
+        if self.backend == "graph" and not self.oauth2:
+            raise ValueError("oauth2: backend 'graph' needs [mailbox.oauth2]")
+        if self.backend == "ews" and not (self.ews_url or self.host):
+            raise ValueError("ews_url: backend 'ews' needs ews_url or host")
+        return self
+
+
+class OutboundSettings(_Section):
+    """How outgoing mail leaves."""
+
+    transport: Literal["maildir", "smtp", "graph", "ews"] = "maildir"
+    path: str = "var/mail/sent"
+    from_address: str = "support@example.com"
+    from_name: str = "IT Support"
+    reply_to: str | None = None
+    host: str | None = None
+    port: int | None = None
+    ssl: bool = False
+    starttls: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    oauth2: OAuth2Settings | None = None  # graph/ews/smtp: falls back to [mailbox.oauth2]
+    user: str | None = None  # graph: the sending mailbox; falls back to mailbox.user
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    ews_url: str | None = None  # ews: falls back to mailbox.ews_url (and its credentials)
+    verify_tls: bool = True
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    rate_per_minute: int = Field(default=30, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> OutboundSettings:
+        if self.transport == "smtp" and not self.host:
+            raise ValueError("host: required when transport = 'smtp'")
+        return self
+
+
+class WebSettings(_Section):
+    """The read-only status page."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=0, le=65535)
+    enabled: bool = True
+
+
+class TeamSettings(_Section):
+    """A support team and its members (addresses)."""
+
+    name: str
+    email: str | None = None
+    members: list[str] = Field(default_factory=list)
+    unavailable: list[str] = Field(default_factory=list)
+
+
+class CategorySettings(_Section):
+    """A category of the taxonomy: its team and approval policy."""
+
+    name: str
+    team: str
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    approval: Literal["all", "any", "sequential"] = "all"
+    min_priority: Literal["critical", "high", "medium", "low"] | None = None
+
+
+class SlaSettings(_Section):
+    """Resolution targets (hours) per priority, and when to remind first."""
+
+    critical_hours: float = Field(default=4, gt=0)
+    high_hours: float = Field(default=8, gt=0)
+    medium_hours: float = Field(default=24, gt=0)
+    low_hours: float = Field(default=72, gt=0)
+    remind_at_fraction: float = Field(default=0.75, gt=0, lt=1)
+    check_interval_seconds: float = Field(default=60, gt=0)
+
+    def hours_for(self, priority: str) -> float:
+        """Return the resolution target in hours for ``priority``."""
+        return float(getattr(self, f"{priority}_hours"))
+
+
+class ApprovalSettings(_Section):
+    """Reply-to-approve behaviour."""
+
+    token_ttl_hours: float = Field(default=72, gt=0)
+    remind_after_hours: float = Field(default=24, gt=0)
+    on_expiry: Literal["reject", "escalate"] = "reject"
+    plus_address: bool = False
+    trust_authentication_results: bool = False
+    authserv_id: str | None = None
+    allow_delegates: bool = False
+
+
+class GuardSettings(_Section):
+    """Loop and flood protection."""
+
+    sender_rate_limit: int = Field(default=20, ge=1)
+    sender_rate_window_minutes: float = Field(default=60, gt=0)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_parts: int = Field(default=200, gt=0)
+    max_depth: int = Field(default=10, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    polite_reply_per_hour: int = Field(default=3, ge=0)
+
+
+class OpenAISettings(_Section):
+    """The optional OpenAI-compatible model, asked only when the local one is unsure."""
+
+    enabled: bool = False
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    timeout_seconds: float = Field(default=10, gt=0)
+
+
+class ClassifierSettings(_Section):
+    """Text understanding."""
+
+    model_path: str | None = None
+    confidence_threshold: float = Field(default=0.35, ge=0, le=1)
+    triage_team: str | None = None
+    spelling: bool = True
+    vip_senders: list[str] = Field(default_factory=list)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    mailbox: MailboxSettings = Field(default_factory=MailboxSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    teams: list[TeamSettings] = Field(default_factory=list)
+    categories: list[CategorySettings] = Field(default_factory=list)
+    sla: SlaSettings = Field(default_factory=SlaSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    base_dir: str = "."
+
+    @field_validator("teams")
+    @classmethod
+    def _unique_teams(cls, teams: list[TeamSettings]) -> list[TeamSettings]:
+        names = [t.name for t in teams]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate team name {sorted(dup)[0]!r}")
+        return teams
+
+    @model_validator(mode="after")
+    def _categories_name_teams(self) -> Settings:
+        names = {t.name for t in self.teams}
+        for i, cat in enumerate(self.categories):
+            if names and cat.team not in names:
+                raise ValueError(f"categories.{i}.team: unknown team {cat.team!r}")
+        triage = self.classifier.triage_team
+        if triage and names and triage not in names:
+            raise ValueError(f"classifier.triage_team: unknown team {triage!r}")
+        return self
+
+    def team(self, name: str) -> TeamSettings | None:
+        """Return the team called ``name``, or None."""
+        return next((t for t in self.teams if t.name == name), None)
+
+    def category(self, name: str) -> CategorySettings | None:
+        """Return the category called ``name``, or None."""
+        return next((c for c in self.categories if c.name == name), None)

@@ -1,0 +1,1 @@
+"""The long-running process: backends, pipeline, runner, scheduler, store, notify."""

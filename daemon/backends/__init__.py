@@ -1,0 +1,1 @@
+"""Mailbox backends (reading) and transports (sending); chosen in daemon.app."""

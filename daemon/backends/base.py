@@ -1,0 +1,110 @@
+"""The mailbox and transport seams.
+
+A backend hands out :class:`RawMail` (opaque ``ref`` + the exact bytes) and is
+told afterwards, with :meth:`MailboxBackend.ack`, what became of each mail. The
+runner acks only after the ticket's transaction committed, so a crash between
+fetch and ack means the mail is fetched again and the ledger recognises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class AckOutcome(StrEnum):
+    """What the runner did with a fetched mail."""
+
+    PROCESSED = "processed"  # a ticket, comment or deliberate drop was committed
+    QUARANTINED = "quarantined"  # poison mail: moved aside with its reason
+
+
+@dataclass(frozen=True, slots=True)
+class RawMail:
+    """One fetched mail: ``ref`` identifies it in its mailbox (stable across restarts)."""
+
+    ref: str
+    raw: bytes
+    received_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """A batch of new mail and the cursor to save once it is all acknowledged."""
+
+    mails: list[RawMail]
+    cursor: str | None = None
+    more: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A complete RFC 5322 message ready to send; ``message_id`` fixed when the outbox row was written."""
+
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+class BackendError(Exception):
+    """The mailbox or transport is unavailable (network, auth): back off and retry."""
+
+
+class PermanentSendError(BackendError):
+    """The server refused this message for good (e.g. 550): do not retry."""
+
+
+class MailboxBackend(Protocol):
+    """Reads the support mailbox."""
+
+    name: str
+
+    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
+        """Return up to ``limit`` mails not yet acknowledged."""
+        ...
+
+    def ack(self, ref: str, outcome: AckOutcome) -> None:
+        """Mark ``ref`` done (move to processed/quarantine folder); idempotent."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class WaitingBackend(MailboxBackend, Protocol):
+    """A backend that can block until new mail arrives (IMAP IDLE, delta polling)."""
+
+    def wait_for_new(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when new mail may be waiting."""
+        ...
+
+
+class Transport(Protocol):
+    """Sends outgoing mail."""
+
+    name: str
+
+    def send(self, mail: OutgoingMail) -> None:
+        """Send ``mail``; raise BackendError (retry later) or PermanentSendError (give up)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Checkable(Protocol):
+    """Backends and transports offer ``check()`` for ``mailtriage check-config --connect``."""
+
+    def check(self) -> str:
+        """Connect, authenticate and look at the folder; return a one-line summary.
+
+        Raise :class:`BackendError` whose message says in plain words what failed
+        (authentication, TLS, folder missing, permission).
+        """
+        ...

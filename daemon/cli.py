@@ -1,0 +1,349 @@
+"""``mailtriage`` command line: the only place that turns errors into exit codes.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration. Errors are
+one line on stderr plus a hint; tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.loader import ConfigError, default_config_path, load_settings, starter_toml
+from config.schema import Settings
+from daemon.errors import RuntimeFailure, UserError
+
+log = logging.getLogger("mailtriage")
+
+
+def _settings(args) -> Settings:
+    return load_settings(args.config or default_config_path())
+
+
+# -- init ------------------------------------------------------------------
+def init_project(target: Path, force: bool = False) -> Path:
+    """Write the starter config and the embedded-default folders under ``target``."""
+    from daemon.backends.maildir import ensure_maildir
+
+    target.mkdir(parents=True, exist_ok=True)
+    config = target / "mailtriage.toml"
+    if config.exists() and not force:
+        raise UserError(f"{config} already exists (use --force to overwrite)")
+    config.write_text(starter_toml(), encoding="utf-8")
+    for sub in ("var/mail/inbox", "var/mail/sent"):
+        ensure_maildir(target / sub)
+    return config
+
+
+def cmd_init(args) -> int:
+    config = init_project(Path(args.dir), args.force)
+    print(f"wrote {config}")
+    print(
+        f"drop .eml files into {config.parent / 'var/mail/inbox/new'} and run: mailtriage run --once"
+    )
+    return 0
+
+
+# -- run -------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from daemon.app import build_app
+    from daemon.runner import crash_hook
+    from daemon.scheduler import run_due
+
+    settings = _settings(args)
+    app = build_app(settings, crash=crash_hook())
+    try:
+        if args.once:
+            stats = app.runner.run_pass()
+            changed = run_due(app)
+            sent = app.sender.send_due()
+            print(
+                f"processed {stats.fetched} mail(s): "
+                + (
+                    ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items()))
+                    or "nothing new"
+                )
+                + f"; quarantined {stats.quarantined}; scheduler changes {changed}; sent {stats.sent + sent}"
+            )
+            return 0
+        return _run_daemon(app, web=not args.no_web and settings.web.enabled)
+    finally:
+        app.close()
+
+
+def _run_daemon(app, web: bool) -> int:
+    from daemon.scheduler import start_scheduler
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+        app.runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if web:
+        from web_status.server import start_in_thread
+
+        server, _thread = start_in_thread(app.settings)
+        log.info("status page on http://%s:%s/", app.settings.web.host, server.server_port)
+    scheduler = start_scheduler(app)
+    log.info("mailtriage running: mailbox %s, transport %s", app.backend.name, app.transport.name)
+    try:
+        app.runner.run_forever(idle_timeout=app.settings.mailbox.poll_seconds)
+    finally:
+        scheduler.shutdown(wait=False)
+        if server is not None:
+            server.shutdown()
+        log.info("stopped cleanly")
+    return 0
+
+
+# -- tickets -----------------------------------------------------------------
+def _read_session(settings: Settings):
+    from daemon.app import open_store
+
+    _engine, factory = open_store(settings)
+    return factory()
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--since: not an ISO date/time: {value!r}") from None
+    if parsed.tzinfo is not None:
+        from datetime import UTC
+
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def cmd_tickets(args) -> int:
+    from daemon.store.queries import TicketFilter, list_tickets
+
+    flt = TicketFilter(args.status, args.category, args.priority, _parse_since(args.since))
+    with _read_session(_settings(args)) as session:
+        rows = list_tickets(session, flt)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = ("id", "status", "priority", "category", "team", "assignee", "requester", "subject")
+    widths = {c: max([len(c)] + [len(str(r[c] or "-")[:40]) for r in rows]) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c] or "-")[:40].ljust(widths[c]) for c in cols))
+    print(f"{len(rows)} ticket(s)")
+
+
+def cmd_ticket(args) -> int:
+    from daemon.store.queries import get_ticket
+
+    with _read_session(_settings(args)) as session:
+        ticket = get_ticket(session, args.id)
+    if ticket is None:
+        raise UserError(f"no ticket {args.id!r}")
+    if args.format == "json":
+        print(json.dumps(ticket, indent=2, ensure_ascii=False))
+        return 0
+    for key in (
+        "id",
+        "subject",
+        "requester",
+        "status",
+        "category",
+        "priority",
+        "team",
+        "assignee",
+        "created_at",
+        "sla_due_at",
+        "escalated",
+    ):
+        print(f"{key:>12}: {ticket[key]}")
+    print("\n" + ticket["corrected_text"])
+    for h in ticket["history"]:
+        print(f"  {h['at']}  {h['actor']:<28} {h['action']}")
+    return 0
+
+
+# -- web, check-config --------------------------------------------------------
+def cmd_web(args) -> int:
+    from web_status.server import start_in_thread
+
+    settings = _settings(args)
+    from daemon.app import open_store
+
+    open_store(settings)  # migrate so a fresh install shows an empty page, not an error
+    server, thread = start_in_thread(settings)
+    print(f"status page on http://{settings.web.host}:{server.server_port}/ (Ctrl-C stops)")
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    settings = _settings(args)
+    print(f"config ok: {args.config or default_config_path()}")
+    print(f"  database:  {settings.database.url}")
+    print(f"  mailbox:   {settings.mailbox.backend} ({settings.mailbox.support_address})")
+    print(f"  outbound:  {settings.outbound.transport} (from {settings.outbound.from_address})")
+    print(f"  teams:     {', '.join(t.name for t in settings.teams) or 'none'}")
+    print(f"  categories:{' ' + ', '.join(c.name for c in settings.categories) or ' none'}")
+    if not args.connect:
+        return 0
+    from daemon.app import BACKENDS, TRANSPORTS
+    from daemon.backends.base import BackendError
+
+    failed = False
+    for label, build in (
+        ("mailbox", BACKENDS[settings.mailbox.backend]),
+        ("outbound", TRANSPORTS[settings.outbound.transport]),
+    ):
+        try:
+            part = build(settings)
+            print(f"  {label} connect: ok: {part.check()}")
+            part.close()
+        except BackendError as exc:
+            failed = True
+            print(f"  {label} connect: FAILED: {exc}")
+    return 1 if failed else 0
+
+
+# -- parser ---------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", help="config file (default: $MAILTRIAGE_CONFIG or ./mailtriage.toml)"
+    )
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="mailtriage",
+        parents=[common],
+        description="Help-desk mail daemon: support mail in, tickets out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="write a starter config and folders")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--force", action="store_true", help="overwrite an existing mailtriage.toml")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", parents=[common], help="run the daemon")
+    p.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    p.add_argument("--no-web", action="store_true", help="do not serve the status page")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", parents=[common], help="a self-contained tour with sample mail")
+    p.add_argument("--dir", help="where to set up the demo (default: a new temporary folder)")
+    p.add_argument("--port", type=int, default=None, help="status page port (default 8025)")
+    p.add_argument("--no-serve", action="store_true", help="process the samples and exit")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("tickets", parents=[common], help="list tickets")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--status")
+    p.add_argument("--category")
+    p.add_argument("--priority")
+    p.add_argument("--since", help="ISO date/time, e.g. 2026-11-01")
+    p.set_defaults(func=cmd_tickets)
+
+    p = sub.add_parser("ticket", parents=[common], help="show one ticket")
+    p.add_argument("id")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_ticket)
+
+    p = sub.add_parser("web", parents=[common], help="serve the read-only status page alone")
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("check-config", parents=[common], help="validate the config")
+    p.add_argument("--connect", action="store_true", help="also try the mailbox and transport")
+    p.set_defaults(func=cmd_check_config)
+
+    _add_classifier(sub, common)
+    return parser
+
+
+def _cmd_demo(args) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(args)
+
+
+def _add_classifier(sub, common) -> None:
+    from classifier.cli import add_classifier_commands
+
+    p = sub.add_parser("classifier", parents=[common], help="train or evaluate the classifier")
+    inner = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    add_classifier_commands(inner, _load_corrections, parents=[common])
+
+
+def _load_corrections(args) -> list[tuple[str, str]]:
+    from daemon.store.queries import category_corrections
+
+    with _read_session(_settings(args)) as session:
+        return category_corrections(session)
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    print(f"mailtriage: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mailtriage`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        return _fail(str(exc), "fix the key named above; 'mailtriage check-config' re-checks", 2)
+    except UserError as exc:
+        return _fail(str(exc), "", 2 if args.command != "ticket" else 1)
+    except (RuntimeFailure, SQLAlchemyError, OSError) as exc:
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _fail(f"{type(exc).__name__}: {first}", "run with --debug for details", 1)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        log.debug("unexpected error", exc_info=True)
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc}", "run with --debug for the traceback", 1
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Exceptions grouped by who must act (imapclient/Zulip style): docstrings only."""
+
+from __future__ import annotations
+
+
+class MailtriageError(Exception):
+    """Base of every error mailtriage raises on purpose."""
+
+
+class UserError(MailtriageError):
+    """The person at the command line must act (bad argument, unknown ticket)."""
+
+
+class RuntimeFailure(MailtriageError):
+    """The system failed (database, mailbox, transport); retrying may help."""

@@ -1,0 +1,196 @@
+"""Outgoing mail: compose outbox rows inside the ticket's transaction, send them after.
+
+Every message we send carries the ticket tag in its subject, a Message-ID fixed
+when the outbox row is written (so a resend after a crash is recognisable),
+``Auto-Submitted``, ``X-Auto-Response-Suppress``, ``Precedence: bulk`` and a
+loop header that our own guards recognise when the mail comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.schema import Settings
+from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError, Transport
+from daemon.clock import Clock
+from daemon.parse import sanitize_header
+from daemon.store.models import OutboxEntry, Ticket
+from templates import TemplateRenderer
+
+log = logging.getLogger(__name__)
+
+LOOP_HEADER = "X-Mailtriage-Loop"
+BACKOFF_CAP = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Threading:
+    """Where a message hangs in the conversation."""
+
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+
+
+class Composer:
+    """Builds complete RFC 5322 messages from templates and writes outbox rows."""
+
+    def __init__(self, settings: Settings, renderer: TemplateRenderer, clock: Clock) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.clock = clock
+        out = settings.outbound
+        self.sender = out.from_address
+        self.domain = out.from_address.rpartition("@")[2] or "mailtriage.invalid"
+        self.loop_marker = f"mailtriage; {self.domain}"
+
+    def compose(
+        self,
+        session: Session,
+        kind: str,
+        ticket: Ticket,
+        to: Sequence[str],
+        thread: Threading = Threading(),
+        auto: str = "auto-replied",
+        **context,
+    ) -> OutboxEntry:
+        """Render ``kind`` for ``ticket`` to ``to`` and add the outbox row to ``session``."""
+        rendered = self.renderer.render(
+            kind, ticket=ticket, org_name=self.settings.outbound.from_name, **context
+        )
+        subject = sanitize_header(rendered.subject)
+        if f"[{ticket.id}]" not in subject:
+            subject = f"[{ticket.id}] {subject}"
+        message_id = f"<{ticket.id}.{secrets.token_hex(8)}@{self.domain}>"
+        msg = EmailMessage()
+        msg["From"] = formataddr((sanitize_header(self.settings.outbound.from_name), self.sender))
+        msg["To"] = ", ".join(sanitize_header(a) for a in to)
+        if self.settings.outbound.reply_to:
+            msg["Reply-To"] = self.settings.outbound.reply_to
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(self.clock.now().replace(tzinfo=UTC))
+        msg["Message-ID"] = message_id
+        if thread.in_reply_to:
+            msg["In-Reply-To"] = thread.in_reply_to
+        refs = [r for r in thread.references if r] or (
+            [thread.in_reply_to] if thread.in_reply_to else []
+        )
+        if refs:
+            msg["References"] = " ".join(refs[-20:])
+        msg["Auto-Submitted"] = auto
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg["Precedence"] = "bulk"
+        msg[LOOP_HEADER] = self.loop_marker
+        msg["X-Mailtriage-Ticket"] = ticket.id
+        msg.set_content(rendered.text)
+        msg.add_alternative(rendered.html, subtype="html")
+        now = self.clock.now()
+        row = OutboxEntry(
+            message_id=message_id,
+            ticket_id=ticket.id,
+            kind=kind,
+            sender=self.sender,
+            recipients=list(to),
+            subject=subject,
+            raw=bytes(msg),
+            status="pending",
+            attempts=0,
+            last_error="",
+            created_at=now,
+            next_attempt_at=now,
+        )
+        session.add(row)
+        return row
+
+
+class OutboxSender:
+    """Drains the outbox: sends due rows, retries transient failures with backoff."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        transport: Transport,
+        clock: Clock,
+        max_attempts: int = 8,
+        crash=None,
+    ) -> None:
+        self.factory = factory
+        self.transport = transport
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self._crash = crash or (lambda point: None)
+
+    def _due_ids(self, limit: int) -> list[int]:
+        with self.factory() as session:
+            stmt = (
+                select(OutboxEntry.id)
+                .where(
+                    OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= self.clock.now()
+                )
+                .order_by(OutboxEntry.id)
+                .limit(limit)
+            )
+            return list(session.scalars(stmt))
+
+    def send_due(self, limit: int = 500) -> int:
+        """Send every due outbox row; return how many were sent."""
+        sent = 0
+        for row_id in self._due_ids(limit):
+            sent += self._send_one(row_id)
+        return sent
+
+    def _send_one(self, row_id: int) -> int:
+        with self.factory() as session, session.begin():
+            row = session.scalars(
+                select(OutboxEntry)
+                .where(OutboxEntry.id == row_id)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None or row.status != "pending":
+                return 0
+            mail = OutgoingMail(row.message_id, row.sender, tuple(row.recipients), row.raw)
+            try:
+                self.transport.send(mail)
+            except PermanentSendError as exc:
+                self._fail(row, f"refused: {exc}")
+                return 0
+            except BackendError as exc:
+                self._retry(row, str(exc))
+                return 0
+            self._crash("after_send")
+            row.status = "sent"
+            row.sent_at = self.clock.now()
+            row.attempts += 1
+        log.info("sent %s %s to %s", row.kind, row.message_id, ", ".join(row.recipients))
+        return 1
+
+    def _retry(self, row: OutboxEntry, error: str) -> None:
+        row.attempts += 1
+        row.last_error = error[:2000]
+        if row.attempts >= self.max_attempts:
+            self._fail(row, f"gave up after {row.attempts} attempts: {error}")
+            return
+        delay = min(timedelta(seconds=30 * 2 ** (row.attempts - 1)), BACKOFF_CAP)
+        row.next_attempt_at = self.clock.now() + delay
+        log.warning("send of %s failed (%s); retry in %s", row.message_id, error, delay)
+
+    def _fail(self, row: OutboxEntry, error: str) -> None:
+        row.status = "failed"
+        row.last_error = error[:2000]
+        log.error("outgoing %s to %s failed for good: %s", row.message_id, row.recipients, error)
+
+
+def pending_count(session: Session, now: datetime) -> int:
+    """Return how many outbox rows are due now."""
+    stmt = select(func.count(OutboxEntry.id)).where(
+        OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= now
+    )
+    return int(session.scalar(stmt) or 0)

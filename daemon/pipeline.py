@@ -1,0 +1,410 @@
+"""One mail's path: parse -> guards -> thread -> correct -> classify -> route -> store + outbox.
+
+Everything a mail changes (ledger row, ticket, events, comments, approvals,
+outbox rows) is written in ONE transaction. The runner acks the mail only
+after that commit; the outbox is sent after it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifier.base import Classification, Classifier, Correction, Corrector
+from config.schema import Settings
+from daemon.backends.base import RawMail
+from daemon.clock import Clock
+from daemon.guards import Action, GuardContext, Verdict, check
+from daemon.notify import Composer, Threading
+from daemon.parse import InboundMessage, Limits, parse_message
+from daemon.store.models import Comment, Event, LedgerEntry, Ticket
+from daemon.threads import ThreadMatch, find_ticket, new_ticket_id
+from routing.facts import TicketFacts
+from routing.route import PRIORITY_WEIGHT, route
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = ("new", "assigned", "in_progress", "waiting", "awaiting_approval")
+SYSTEM_ACTOR = "mailtriage"
+
+
+class Hold(Exception):
+    """The mail must be held in quarantine (e.g. sender over the rate limit)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one mail."""
+
+    kind: str  # ticket | comment | ignored | duplicate
+    ticket_id: str | None = None
+    reason: str = ""
+    hits: tuple[str, ...] = ()
+
+
+def content_key(msg: InboundMessage, raw: bytes) -> str:
+    """Message-ID plus a hash of the body: equal for the same mail fetched twice."""
+    body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
+    digest = hashlib.sha256(msg.message_id.encode() + b"\0" + body).hexdigest()
+    return f"c:{digest}"
+
+
+@dataclass
+class StageTimer:
+    """Accumulates wall time per pipeline stage (for bench/ and /metrics)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, stage: str, started: float) -> float:
+        """Add the time since ``started`` to ``stage``; return now."""
+        now = time.perf_counter()
+        self.seconds[stage] += now - started
+        return now
+
+
+class Pipeline:
+    """Turns one fetched mail into committed state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        corrector: Corrector,
+        classifier: Classifier,
+        composer: Composer,
+        clock: Clock,
+        crash: Callable[[str], None] | None = None,
+        extensions: tuple = (),
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.corrector = corrector
+        self.classifier = classifier
+        self.composer = composer
+        self.clock = clock
+        self.crash = crash or (lambda point: None)
+        self.extensions = extensions
+        self.timer = StageTimer()
+        g = settings.guards
+        self.limits = Limits(g.max_message_bytes, g.max_parts, g.max_depth)
+        self.own = frozenset(
+            a.lower() for a in (settings.mailbox.support_address, settings.outbound.from_address)
+        )
+
+    def process(self, mail: RawMail) -> Outcome:
+        """Process ``mail``; raise UnparseableMail or Hold for the runner to quarantine."""
+        t = time.perf_counter()
+        msg = parse_message(mail.raw, self.limits)
+        t = self.timer.add("parse", t)
+        received = mail.received_at or self.clock.now()
+        with self.factory() as session, session.begin():
+            key = content_key(msg, mail.raw)
+            if self._is_duplicate(session, key):
+                self._ledger(session, mail, msg, f"dup:{mail.ref}", "duplicate", received)
+                self._commit_point()
+                return Outcome("duplicate", reason="same Message-ID and body seen before")
+            verdict = check(msg, self._guard_context(session))
+            t = self.timer.add("guards", t)
+            if verdict.action is Action.HOLD:
+                raise Hold(f"{verdict.hits[0]}: {verdict.reason}")
+            match = find_ticket(session, msg)
+            t = self.timer.add("thread", t)
+            for ext in self.extensions:
+                handled = ext.handle(session, msg, match, verdict, mail)
+                if handled is not None:
+                    self._ledger(session, mail, msg, key, handled.kind, received, handled)
+                    self._commit_point()
+                    return handled
+            if not verdict.makes_ticket:
+                outcome = self._ignore(session, msg, match, verdict)
+            elif match is not None:
+                outcome = self._comment(session, msg, match, verdict)
+            else:
+                outcome = self._new_ticket(session, msg, verdict, received)
+            self._ledger(session, mail, msg, key, outcome.kind, received, outcome)
+            self._commit_point()
+        self.timer.add("store", t)
+        log.info(
+            "mail %s from %s: %s %s (%s)",
+            msg.message_id or mail.ref,
+            msg.sender or "?",
+            outcome.kind,
+            outcome.ticket_id or "",
+            ",".join(outcome.hits) or "no rule",
+        )
+        return outcome
+
+    def _commit_point(self) -> None:
+        # Crash-safety tests kill the process here: inside the transaction.
+        self.crash("in_transaction")
+
+    def _is_duplicate(self, session: Session, key: str) -> bool:
+        return (
+            session.scalar(select(LedgerEntry.id).where(LedgerEntry.content_key == key)) is not None
+        )
+
+    def _guard_context(self, session: Session) -> GuardContext:
+        g = self.settings.guards
+        since = self.clock.now() - timedelta(minutes=g.sender_rate_window_minutes)
+
+        def recent(sender: str) -> int:
+            stmt = select(func.count(LedgerEntry.id)).where(
+                LedgerEntry.sender == sender, LedgerEntry.received_at >= since
+            )
+            return int(session.scalar(stmt) or 0)
+
+        return GuardContext(self.own, self.composer.loop_marker, recent, g.sender_rate_limit)
+
+    def _ledger(
+        self,
+        session: Session,
+        mail: RawMail,
+        msg: InboundMessage,
+        key: str,
+        kind: str,
+        received: datetime,
+        outcome: Outcome | None = None,
+    ) -> None:
+        session.add(
+            LedgerEntry(
+                ref=mail.ref,
+                content_key=key,
+                message_id=msg.message_id,
+                sender=msg.sender or "",
+                subject=msg.subject,
+                outcome=kind,
+                reason=outcome.reason if outcome else "",
+                rule_hits=list(outcome.hits) if outcome else [],
+                ticket_id=outcome.ticket_id if outcome else None,
+                raw=mail.raw,
+                received_at=received,
+                processed_at=self.clock.now(),
+            )
+        )
+
+    def event(self, session: Session, ticket_id: str, actor: str, action: str, **details) -> None:
+        """Append one line to a ticket's history."""
+        session.add(
+            Event(
+                ticket_id=ticket_id,
+                at=self.clock.now(),
+                actor=actor,
+                action=action,
+                details=details,
+            )
+        )
+
+    def _ignore(
+        self, session: Session, msg: InboundMessage, match: ThreadMatch | None, verdict: Verdict
+    ) -> Outcome:
+        ticket_id = match.ticket.id if match else None
+        if ticket_id:
+            self.event(
+                session,
+                ticket_id,
+                msg.sender or msg.from_header,
+                "mail_ignored",
+                rule=verdict.hits[0],
+                reason=verdict.reason,
+                subject=msg.subject,
+            )
+        return Outcome("ignored", ticket_id, verdict.reason, verdict.hits)
+
+    def _comment(
+        self, session: Session, msg: InboundMessage, match: ThreadMatch, verdict: Verdict
+    ) -> Outcome:
+        ticket = match.ticket
+        author = msg.sender or msg.from_header
+        text = self.new_text(msg)
+        now = self.clock.now()
+        session.add(
+            Comment(
+                ticket_id=ticket.id, at=now, author=author, text=text, message_id=msg.message_id
+            )
+        )
+        self.event(
+            session, ticket.id, author, "comment_added", via=match.via, rules=list(verdict.hits)
+        )
+        if ticket.status in ("resolved", "closed") and author == ticket.requester:
+            ticket.status = "assigned" if ticket.assignee else "new"
+            ticket.resolved_at = None
+            self.event(session, ticket.id, author, "reopened", reason="requester replied")
+        ticket.updated_at = now
+        watchers = [a for a in (ticket.assignee,) if a and a != author]
+        if watchers:
+            self.composer.compose(
+                session,
+                "comment",
+                ticket,
+                watchers,
+                self._thread(msg),
+                "auto-generated",
+                author=author,
+                text=text,
+            )
+        return Outcome("comment", ticket.id, f"reply via {match.via}", verdict.hits)
+
+    def new_text(self, msg: InboundMessage) -> str:
+        """The text a reply adds (quoted history removed)."""
+        from routing.replies import extract_new_text
+
+        return extract_new_text(msg.text, msg.html) or msg.body
+
+    @staticmethod
+    def _thread(msg: InboundMessage) -> Threading:
+        refs = (*msg.references, msg.message_id) if msg.message_id else msg.references
+        return Threading(msg.message_id or None, tuple(refs))
+
+    def _understand(self, msg: InboundMessage) -> tuple[Correction, Classification]:
+        t = time.perf_counter()
+        correction = self.corrector.correct(msg.body)
+        t = self.timer.add("correct", t)
+        classification = self.classifier.classify(msg.subject, correction.text, msg.sender or "")
+        self.timer.add("classify", t)
+        return correction, classification
+
+    def _load(self, session: Session) -> dict[str, int]:
+        stmt = (
+            select(Ticket.assignee, Ticket.priority, func.count())
+            .where(Ticket.status.in_(OPEN_STATUSES), Ticket.assignee.is_not(None))
+            .group_by(Ticket.assignee, Ticket.priority)
+        )
+        load: dict[str, int] = defaultdict(int)
+        for assignee, priority, n in session.execute(stmt):
+            load[str(assignee).lower()] += PRIORITY_WEIGHT.get(priority, 1) * int(n)
+        return load
+
+    def _new_ticket(
+        self, session: Session, msg: InboundMessage, verdict: Verdict, received: datetime
+    ) -> Outcome:
+        correction, cls = self._understand(msg)
+        t = time.perf_counter()
+        requester = msg.sender or msg.from_header or "unknown"
+        facts = TicketFacts(
+            requester=requester,
+            subject=msg.subject,
+            text=correction.text,
+            category=cls.category,
+            priority=cls.priority,
+            confidence=cls.confidence,
+            received_at=received,
+            classification_source=cls.source,
+        )
+        steps = self.approval_steps(facts)
+        decision = route(facts, self.settings, self._load(session), steps)
+        t = self.timer.add("route", t)
+        ticket = self._insert_ticket(session, msg, correction, cls, decision)
+        self._record_creation(session, ticket, msg, verdict, correction, cls, decision)
+        for hook in self.extensions:
+            if hasattr(hook, "on_new_ticket"):
+                hook.on_new_ticket(session, ticket, decision)
+        self._notify_new(session, ticket, msg, verdict, decision)
+        self.timer.add("notify", t)
+        return Outcome("ticket", ticket.id, "new request", verdict.hits + decision.rule_hits)
+
+    def approval_steps(self, facts: TicketFacts) -> tuple:
+        """Approval steps the ticket's category requires (none by default)."""
+        cat = self.settings.category(facts.category)
+        if cat is None or not cat.approvers:
+            return ()
+        from routing.approval import steps_for
+
+        return steps_for(cat)
+
+    def _insert_ticket(self, session, msg, correction, cls, decision) -> Ticket:
+        now = self.clock.now()
+        ticket_id = new_ticket_id(now)
+        while session.get(Ticket, ticket_id) is not None:
+            ticket_id = new_ticket_id(now)
+        if decision.needs_approval:
+            status = "awaiting_approval"
+        else:
+            status = "assigned" if decision.assignee else "new"
+        ticket = Ticket(
+            id=ticket_id,
+            subject=msg.subject or "(no subject)",
+            requester=msg.sender or msg.from_header or "unknown",
+            status=status,
+            category=cls.category,
+            priority=decision.priority,
+            team=decision.team,
+            assignee=decision.assignee,
+            original_text=correction.original,
+            corrected_text=correction.text,
+            confidence=cls.confidence,
+            classification_source=cls.source,
+            created_at=now,
+            updated_at=now,
+            sla_due_at=decision.sla_due_at,
+            escalated=False,
+            source_message_id=msg.message_id,
+        )
+        session.add(ticket)
+        session.flush()
+        return ticket
+
+    def _record_creation(self, session, ticket, msg, verdict, correction, cls, decision) -> None:
+        self.event(
+            session,
+            ticket.id,
+            ticket.requester,
+            "created",
+            message_id=msg.message_id,
+            guard_hits=list(verdict.hits),
+        )
+        self.event(
+            session,
+            ticket.id,
+            SYSTEM_ACTOR,
+            "classified",
+            category=cls.category,
+            priority=cls.priority,
+            confidence=round(cls.confidence, 3),
+            source=cls.source,
+            model_version=cls.model_version,
+            reasons=list(cls.reasons),
+            spelling_edits=[[e.original, e.corrected] for e in correction.edits],
+        )
+        self.event(
+            session,
+            ticket.id,
+            SYSTEM_ACTOR,
+            "routed",
+            team=decision.team,
+            priority=decision.priority,
+            rule_hits=list(decision.rule_hits),
+            reasons=list(decision.reasons),
+        )
+        if decision.assignee:
+            self.event(session, ticket.id, SYSTEM_ACTOR, "assigned", assignee=decision.assignee)
+
+    def _notify_new(self, session, ticket, msg, verdict, decision) -> None:
+        if verdict.may_answer:
+            self.composer.compose(session, "ack", ticket, [ticket.requester], self._thread(msg))
+            self.event(session, ticket.id, SYSTEM_ACTOR, "acknowledged", to=ticket.requester)
+        else:
+            self.event(
+                session, ticket.id, SYSTEM_ACTOR, "not_acknowledged", rules=list(verdict.hits)
+            )
+        if decision.needs_approval:
+            return
+        team = self.settings.team(ticket.team) if ticket.team else None
+        to = [ticket.assignee] if ticket.assignee else (team.members if team else [])
+        if to:
+            self.composer.compose(
+                session,
+                "assigned",
+                ticket,
+                to,
+                Threading(),
+                "auto-generated",
+                reasons=list(decision.reasons),
+            )

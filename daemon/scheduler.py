@@ -1,0 +1,117 @@
+"""Periodic jobs: SLA reminders and escalation (and, via extensions, approval expiry).
+
+Jobs are plain functions of ``(app, now)`` so ``run --once`` can run whatever
+is due synchronously, and the daemon runs the same functions from an
+APScheduler ``BackgroundScheduler``. Times come from the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+
+from daemon.app import App
+from daemon.notify import Threading
+from daemon.store.models import Event, Ticket
+
+log = logging.getLogger(__name__)
+
+CLOSED = ("resolved", "closed", "rejected")
+
+
+def _recipients(app: App, ticket: Ticket, with_team: bool) -> list[str]:
+    team = app.settings.team(ticket.team) if ticket.team else None
+    people = [ticket.assignee] if ticket.assignee else []
+    if with_team or not people:
+        people += [m for m in (team.members if team else []) if m not in people]
+    return people
+
+
+def _event(session, ticket: Ticket, now: datetime, action: str, **details) -> None:
+    session.add(
+        Event(ticket_id=ticket.id, at=now, actor="mailtriage", action=action, details=details)
+    )
+
+
+def check_sla(app: App, now: datetime) -> int:
+    """Remind at the configured fraction of the SLA, escalate when it is breached."""
+    fraction = app.settings.sla.remind_at_fraction
+    changed = 0
+    with app.factory() as session, session.begin():
+        stmt = select(Ticket).where(
+            Ticket.status.not_in(CLOSED),
+            Ticket.sla_due_at.is_not(None),
+            Ticket.escalated.is_(False),
+        )
+        for ticket in session.scalars(stmt.with_for_update(skip_locked=True)):
+            due = ticket.sla_due_at
+            if now >= due:
+                ticket.escalated = True
+                _event(
+                    session, ticket, now, "escalated", reason="SLA breached", due=due.isoformat()
+                )
+                to = _recipients(app, ticket, with_team=True)
+                app.composer.compose(
+                    session, "sla_escalation", ticket, to, Threading(), "auto-generated"
+                )
+                changed += 1
+            elif (
+                not ticket.sla_reminded
+                and now >= ticket.created_at + (due - ticket.created_at) * fraction
+            ):
+                ticket.sla_reminded = True
+                _event(session, ticket, now, "sla_reminder", due=due.isoformat())
+                to = _recipients(app, ticket, with_team=False)
+                app.composer.compose(
+                    session, "sla_reminder", ticket, to, Threading(), "auto-generated"
+                )
+                changed += 1
+    if changed:
+        log.info("SLA check: %d ticket(s) reminded or escalated", changed)
+    return changed
+
+
+def jobs(app: App) -> list[tuple[str, Callable[[App, datetime], int], float]]:
+    """The periodic jobs: (name, function, interval seconds)."""
+    interval = app.settings.sla.check_interval_seconds
+    found = [("sla", check_sla, interval)]
+    for ext in app.extensions:
+        found += list(getattr(ext, "jobs", lambda: [])())
+    return found
+
+
+def run_due(app: App) -> int:
+    """Run every job once now (for ``run --once``); return how many things changed."""
+    now = app.clock.now()
+    return sum(fn(app, now) for _name, fn, _interval in jobs(app))
+
+
+def start_scheduler(app: App) -> BackgroundScheduler:
+    """Start the jobs in a background scheduler; stop it with ``shutdown()``."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for name, fn, interval in jobs(app):
+        scheduler.add_job(
+            _guarded(app, name, fn),
+            "interval",
+            seconds=interval,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    return scheduler
+
+
+def _guarded(app: App, name: str, fn: Callable[[App, datetime], int]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            if fn(app, app.clock.now()):
+                app.sender.send_due()
+        except Exception:  # a failing job must not stop the scheduler
+            log.exception("scheduled job %s failed", name)
+
+    return run
