@@ -206,6 +206,7 @@ class ClassifierSettings(_Section):
     """Text understanding."""
 
     model_path: str | None = None
+    cache_dir: str = "var/cache"  # where the default model is trained to on first run
     confidence_threshold: float = Field(default=0.35, ge=0, le=1)
     triage_team: str | None = None
     spelling: bool = True

@@ -107,7 +107,7 @@ def build_text_understanding(settings: Settings) -> tuple[Corrector, Classifier]
     from classifier.factory import build_classifier, build_corrector
 
     categories = [c.name for c in settings.categories] or list(DEFAULT_CATEGORIES)
-    cache_dir = resolve_path(settings, "var/cache")
+    cache_dir = resolve_path(settings, settings.classifier.cache_dir)
     return build_corrector(settings.classifier), build_classifier(
         settings.classifier, categories, cache_dir
     )

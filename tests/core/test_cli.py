@@ -1,0 +1,44 @@
+"""The CLI's promises: init, check-config, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+from tests.e2e.helpers import mailtriage
+
+
+def test_init_writes_config_and_folders_and_refuses_to_overwrite(tmp_path) -> None:
+    done = mailtriage(tmp_path, "init", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mailtriage.toml").exists()
+    for sub in ("var/mail/inbox/new", "var/mail/sent/new"):
+        assert (tmp_path / sub).is_dir()
+    again = mailtriage(tmp_path, "init", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_check_config_ok_and_bad_key(site) -> None:
+    ok = mailtriage(site, "check-config")
+    assert ok.returncode == 0 and "config ok" in ok.stdout
+    config = site / "mailtriage.toml"
+    config.write_text(config.read_text().replace("port = 8025", 'port = "x"'))
+    bad = mailtriage(site, "check-config")
+    assert bad.returncode == 2
+    first = bad.stderr.splitlines()[0]
+    assert first.startswith("mailtriage: error: web.port:")
+    assert "Traceback" not in bad.stderr
+
+
+def test_missing_config_is_exit_2_with_hint(tmp_path) -> None:
+    done = mailtriage(tmp_path, "tickets")
+    assert done.returncode == 2
+    assert "config file not found" in done.stderr and "hint:" in done.stderr
+
+
+def test_bad_usage_is_exit_2(tmp_path) -> None:
+    done = mailtriage(tmp_path, "tickets", "--format", "xml")
+    assert done.returncode == 2
+
+
+def test_check_config_connect_reports_maildir(site) -> None:
+    done = mailtriage(site, "check-config", "--connect")
+    assert done.returncode == 0
+    assert "mailbox connect: ok: maildir" in done.stdout
