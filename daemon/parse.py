@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
-from html.parser import HTMLParser
 
 import mailparser
 
-from routing.addresses import single_address
+from routing.html_text import html_to_text
+from routing.tokens import single_address
 
 log = logging.getLogger(__name__)
 # mail-parser logs a warning for every multipart it does not flatten; that is noise here.
@@ -125,6 +125,12 @@ def _addresses(msg: Message, name: str) -> tuple[str, ...]:
     return tuple(a.lower() for _, a in getaddresses(values) if "@" in a)
 
 
+def _bare(header: str) -> str | None:
+    """Lower-cased bare address of a single-address header, else None."""
+    addr = single_address(header)
+    return addr.lower() if addr else None
+
+
 def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
     """Parse ``raw`` into an :class:`InboundMessage` or raise :class:`UnparseableMail`."""
     limits = limits or Limits()
@@ -147,8 +153,8 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
         message_id=(message_ids(str(msg.get("Message-ID", ""))) or ("",))[0],
         subject=sanitize_header(decode_value(msg.get("Subject"))),
         from_header=sanitize_header(decode_value(raw_from)),
-        sender=single_address(raw_from),
-        sender_header=single_address(str(raw_sender)) if raw_sender else None,
+        sender=_bare(raw_from),
+        sender_header=_bare(str(raw_sender)) if raw_sender else None,
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
         in_reply_to=message_ids(str(msg.get("In-Reply-To", ""))),
@@ -164,44 +170,3 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
         if msg.get_content_maintype() == "multipart"
         else "",
     )
-
-
-class _TextExtractor(HTMLParser):
-    """Collects visible text; block elements become line breaks."""
-
-    _BLOCK = frozenset(
-        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table", "blockquote"}
-    )
-    _SKIP = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Turn an HTML body into readable plain text (tags dropped, entities decoded)."""
-    if not html:
-        return ""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
