@@ -68,7 +68,7 @@ def _graph_transport(s: Settings) -> Transport:
     from daemon.backends.graph import GraphTransport
 
     oauth2 = s.outbound.oauth2 or s.mailbox.oauth2
-    return GraphTransport(s.outbound, _token_provider(oauth2, GRAPH_SCOPE))
+    return GraphTransport(s.outbound, _token_provider(oauth2, GRAPH_SCOPE), mailbox=s.mailbox)
 
 
 def _ews_transport(s: Settings) -> Transport:

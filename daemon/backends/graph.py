@@ -108,7 +108,9 @@ class GraphClient:
             if resp.status_code in RETRY_STATUSES and attempt < self._max_retries:
                 attempt += 1
                 delay = _retry_after(resp, attempt, self._max_wait)
-                log.warning("Graph answered %s to %s; retrying in %.0fs", resp.status_code, what, delay)
+                log.warning(
+                    "Graph answered %s to %s; retrying in %.0fs", resp.status_code, what, delay
+                )
                 self._sleep(delay)
                 continue
             raise _error(resp, what, attempt)
@@ -124,7 +126,9 @@ class GraphClient:
         except requests.exceptions.SSLError as e:
             raise BackendError(f"TLS verification failed for {host} ({what}): {e}") from e
         except requests.exceptions.Timeout as e:
-            raise BackendError(f"Graph at {host} did not answer within {self._timeout:g}s ({what})") from e
+            raise BackendError(
+                f"Graph at {host} did not answer within {self._timeout:g}s ({what})"
+            ) from e
         except requests.exceptions.RequestException as e:
             raise BackendError(f"cannot reach Microsoft Graph at {host} ({what}): {e}") from e
 
@@ -160,11 +164,12 @@ def _retry_after(resp: requests.Response, attempt: int, cap: float) -> float:
 def _error(resp: requests.Response, what: str, retries: int) -> GraphError:
     """Turn a failed response into a GraphError whose message says what to fix."""
     try:
-        err = resp.json().get("error", {})
+        body = resp.json()
     except ValueError:
-        err = {}
-    code = str(err.get("code", "")) if isinstance(err, dict) else ""
-    detail = str(err.get("message", "")) if isinstance(err, dict) else ""
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    err = err if isinstance(err, dict) else {}
+    code, detail = str(err.get("code", "")), str(err.get("message", ""))
     detail = f"{code}: {detail}" if code else (detail or resp.reason or "")
     status = resp.status_code
     if status == 401:
@@ -314,9 +319,13 @@ class GraphBackend:
         )
         dest = self._folder_id(name, create=True)
         url = f"{self._base}/messages/{_q(ref)}/move"
-        resp = self._client.request(
-            "POST", url, "move message", ok=(200, 201, 404), json={"destinationId": dest}
-        )
+        try:
+            resp = self._client.request(
+                "POST", url, "move message", ok=(200, 201, 404), json={"destinationId": dest}
+            )
+        except BackendError:
+            self._folder_ids.pop(name.lower(), None)  # the folder may have been deleted
+            raise
         if resp.status_code == 404:
             log.info("Graph message %s was already moved; ack is a no-op", ref)
 
@@ -345,14 +354,20 @@ class GraphBackend:
         escaped = name.replace("'", "''")
         params = {"$filter": f"displayName eq '{escaped}'", "$select": "id,displayName"}
         for _ in range(2):  # a folder created concurrently makes the POST answer 409
-            found = self._client.request("GET", collection, f"look up folder {name!r}", params=params)
+            found = self._client.request(
+                "GET", collection, f"look up folder {name!r}", params=params
+            )
             values = found.json().get("value", [])
             if values:
                 return str(values[0]["id"])
             if not create:
                 raise BackendError(f"folder {name!r} not found in mailbox {self.settings.user}")
             made = self._client.request(
-                "POST", collection, f"create folder {name!r}", ok=(201, 409), json={"displayName": name}
+                "POST",
+                collection,
+                f"create folder {name!r}",
+                ok=(201, 409),
+                json={"displayName": name},
             )
             if made.status_code == 201:
                 log.info("created Graph folder %r in %s", name, self.settings.user)
@@ -414,7 +429,11 @@ class GraphTransport:
             )
         except GraphError as e:
             # 401/403/404 are our configuration, not this message: retry once it is fixed.
-            if e.status is not None and 400 <= e.status < 500 and e.status not in (401, 403, 404, 408, 429):
+            if (
+                e.status is not None
+                and 400 <= e.status < 500
+                and e.status not in (401, 403, 404, 408, 429)
+            ):
                 raise PermanentSendError(str(e)) from e
             raise
 
