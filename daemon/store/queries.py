@@ -273,12 +273,24 @@ def quarantine_page(session: Session, offset: int = 0, limit: int = 50) -> tuple
     return list(session.execute(stmt).all()), quarantine_count(session)
 
 
-def quarantine_entry(session: Session, entry_id: int, head_bytes: int = 65536) -> Any | None:
-    """Return one quarantined mail with only its first ``head_bytes`` raw bytes, or None.
+@dataclass(frozen=True)
+class QuarantinedMail:
+    """One quarantined mail with only the start of its raw bytes."""
 
-    The row has ``id, ref, sender, subject, reason, created_at, size, raw_head``;
-    ``raw_head`` is bytes.
-    """
+    id: int
+    ref: str
+    sender: str
+    subject: str
+    reason: str
+    created_at: datetime
+    size: int
+    raw_head: bytes
+
+
+def quarantine_entry(
+    session: Session, entry_id: int, head_bytes: int = 65536
+) -> QuarantinedMail | None:
+    """Return one quarantined mail with its first ``head_bytes`` raw bytes, or None."""
     stmt = select(
         QuarantineEntry.id,
         QuarantineEntry.ref,
@@ -292,8 +304,10 @@ def quarantine_entry(session: Session, entry_id: int, head_bytes: int = 65536) -
     row = session.execute(stmt).first()
     if row is None:
         return None
-    head = row.raw_head or b""
-    return row._replace(raw_head=head.encode() if isinstance(head, str) else bytes(head))
+    fields = row._asdict()
+    head = fields.pop("raw_head") or b""
+    head = head.encode() if isinstance(head, str) else bytes(head)
+    return QuarantinedMail(**fields | {"size": int(fields["size"] or 0), "raw_head": head})
 
 
 def outbox_page(
