@@ -76,12 +76,75 @@ class OwnMail:
         return msg.has_header("x-mailtriage-loop") or (msg.sender or "") in ctx.own_addresses
 
 
+# Non-delivery subjects of the MTAs in the sisimai corpus, and what Exchange, Gmail and the
+# big providers say in other languages. Anchored: "Re: Undeliverable ..." is a person replying.
 _BOUNCE_SUBJECT = re.compile(
-    r"^(undeliverable|undelivered mail|delivery status notification|mail delivery (failed|failure)"
-    r"|returned mail|delivery failure|failure notice|non[- ]delivery)",
+    r"^\s*(undeliver(able|ed)|returned mail|failure notice|non[- ]?delivery"
+    r"|(mail )?delivery (status|notification|report|fail|has failed|delayed|problem)"
+    r"|mail delivery (failed|failure|status|error|problem)|message delivery has failed"
+    r"|(mail|message|your message) could not be delivered|sorry, your message could not"
+    r"|delayed mail|warning: (could not send|message .* delayed)|postmaster notify"
+    r"|mail system error|there was an error sending your mail|notice: mail delivery"
+    r"|unzustellbar|nicht zustellbar|zustellung fehlgeschlagen|non remis|non distribuable"
+    r"|[ée]chec de (la )?(remise|distribution)|no se (pudo|puede) entregar|no entregado"
+    r"|non recapitabile|mancato recapito|onbestelbaar|niet bezorgd|n[ãa]o (foi )?entregue"
+    r"|falha na entrega|niedostarczaln|kan (inte|ikke) leveres|olevererbar"
+    r"|не доставлено|недоставлен|ошибка доставки"
+    r"|配信(不能|エラー|失敗)|メール(送信|配信)?エラー|不達|(系统)?退信|邮件投递失败|无法投递)",
     re.IGNORECASE,
 )
-_BOUNCE_SENDER = re.compile(r"^(mailer-daemon|postmaster|mail-daemon)@", re.IGNORECASE)
+# RFC 5321 role mailboxes that MTAs send from; MAILER-DAEMON often has no domain at all.
+_DAEMON_SENDER = re.compile(
+    r"^(mailer[-_.]?daemon|mail[-_.]?daemon|post[-_]?master)(\+[^@]*)?(@|$)", re.IGNORECASE
+)
+_NO_REPLY_SENDER = re.compile(r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply)(\+[^@]*)?@", re.IGNORECASE)
+_ANGLE_ADDRESS = re.compile(r"<([^<>]*)>\s*$")
+# The returned original (or its headers) rides along in a bounce, not in an auto-reply.
+_RETURNED_ORIGINAL = ("message/rfc822", "text/rfc822-headers", "message/global")
+# SES event JSON, bare or wrapped (escaped) in an SNS envelope.
+_SES_NOTICE = re.compile(r'\\?"(?:notificationType|eventType)\\?"\s*:\s*\\?"(\w+)')
+
+
+def _from_address(msg: InboundMessage) -> str:
+    """The From address even when it is not a valid single address (``<MAILER-DAEMON>``)."""
+    if msg.sender:
+        return msg.sender
+    found = _ANGLE_ADDRESS.search(msg.from_header)
+    return (found.group(1) if found else msg.from_header).strip().lower()
+
+
+def _ses_notice(msg: InboundMessage) -> str:
+    """The type of an Amazon SES notification sent by SNS ('' when it is none)."""
+    if not (msg.sender or "").endswith(("@sns.amazonaws.com", ".amazonses.com")):
+        return ""
+    found = _SES_NOTICE.search(msg.text[:2000])
+    return found.group(1).lower() if found else ""
+
+
+def _has_null_return_path(msg: InboundMessage) -> bool:
+    return msg.header("return-path").replace(" ", "") == "<>"
+
+
+def _is_dsn(msg: InboundMessage) -> bool:
+    """A delivery status notification by its MIME structure (RFC 3464)."""
+    if msg.report_type.lower() == "delivery-status":
+        return True
+    if msg.content_type == "multipart/report" and not msg.report_type:
+        return True
+    return "message/delivery-status" in msg.part_types
+
+
+def _is_machine_sent(msg: InboundMessage) -> bool:
+    """Evidence that no person sent this: what a bounce subject needs besides itself."""
+    sender = _from_address(msg)
+    return (
+        _has_null_return_path(msg)
+        or not sender
+        or sender == "<>"
+        or bool(_NO_REPLY_SENDER.search(sender))
+        or msg.header("auto-submitted").lower() not in ("", "no")
+        or any(t in msg.part_types for t in _RETURNED_ORIGINAL)
+    )
 
 
 class Bounce:
@@ -90,14 +153,19 @@ class Bounce:
     action = Action.DROP
 
     def matches(self, msg: InboundMessage, ctx: GuardContext) -> bool:
-        if msg.report_type.lower() == "delivery-status":
+        if _is_dsn(msg) or msg.has_header("x-failed-recipients"):
             return True
-        if msg.has_header("x-failed-recipients"):
+        if _DAEMON_SENDER.search(_from_address(msg)) or _ses_notice(msg) == "bounce":
             return True
-        sender = msg.sender or msg.from_header.lower()
-        return bool(_BOUNCE_SENDER.search(sender.strip("<> "))) or bool(
-            _BOUNCE_SUBJECT.search(msg.subject) and not msg.in_reply_to
-        )
+        if _has_null_return_path(msg) and any(t in msg.part_types for t in _RETURNED_ORIGINAL):
+            return True
+        # A subject alone could be a person writing about a bounce: "Undeliverable mail to X".
+        return bool(_BOUNCE_SUBJECT.search(msg.subject)) and _is_machine_sent(msg)
+
+
+_REPORT_PARTS = ("message/disposition-notification", "message/feedback-report")
+# Outlook.com/Hotmail JMRP complaints are plain multipart/mixed with this subject.
+_COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from \S+$", re.IGNORECASE)
 
 
 class Report:
@@ -106,12 +174,21 @@ class Report:
     action = Action.DROP
 
     def matches(self, msg: InboundMessage, ctx: GuardContext) -> bool:
-        return msg.report_type.lower() in ("disposition-notification", "feedback-report")
+        if msg.report_type.lower() in ("disposition-notification", "feedback-report"):
+            return True
+        if any(t in msg.part_types for t in _REPORT_PARTS):
+            return True
+        return bool(_COMPLAINT_SUBJECT.search(msg.subject)) or _ses_notice(msg) == "complaint"
 
 
+# Outlook/Exchange put "<phrase>: " before the original subject, by language; others send the
+# bare phrase. Followed by anything else ("Out of office not working") it is a person writing.
 _AUTO_REPLY_SUBJECT = re.compile(
-    r"^(automatic reply|auto[- ]?reply|out of (the )?office|autoresponse|abwesenheitsnotiz"
-    r"|r[ée]ponse automatique|vacation)\b",
+    r"^\s*(automatic reply|auto[- ]?reply|auto[- ]?response|out of (the )?office( auto ?reply)?"
+    r"|abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|risposta automatica"
+    r"|respuesta autom[áa]tica|resposta autom[áa]tica|automatisch antwoord|autosvar"
+    r"|automaattinen vastaus|odpowied[źz] automatyczna|автоматический ответ"
+    r"|自動応答|自動返信|自动回复)\s*([:\uff1a]|$)",
     re.IGNORECASE,
 )
 
@@ -143,21 +220,25 @@ class SenderRate:
 
 class AutoGenerated:
     name = "auto-generated"
-    description = "Machine-generated mail (Auto-Submitted other than 'no')."
+    description = "Machine-generated mail (Auto-Submitted other than 'no', or a no-reply sender)."
     action = Action.SILENT
 
     def matches(self, msg: InboundMessage, ctx: GuardContext) -> bool:
         auto = msg.header("auto-submitted").lower()
-        return bool(auto) and auto != "no"
+        return (bool(auto) and auto != "no") or bool(_NO_REPLY_SENDER.search(msg.sender or ""))
+
+
+# RFC 2369/2919 headers, plus ezmlm's Mailing-List and fml's X-MLServer.
+_LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post", "mailing-list", "x-mlserver")
 
 
 class ListMail:
     name = "list-mail"
-    description = "Mailing-list and bulk mail (List-Id, List-Unsubscribe, Precedence)."
+    description = "Mailing-list and bulk mail (List-* headers, Precedence)."
     action = Action.SILENT
 
     def matches(self, msg: InboundMessage, ctx: GuardContext) -> bool:
-        if msg.has_header("list-id") or msg.has_header("list-unsubscribe"):
+        if any(msg.has_header(h) for h in _LIST_HEADERS):
             return True
         return msg.header("precedence").lower() in ("bulk", "list", "junk")
 

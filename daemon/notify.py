@@ -8,8 +8,10 @@ loop header that our own guards recognise when the mail comes back.
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 LOOP_HEADER = "X-Mailtriage-Loop"
 BACKOFF_CAP = timedelta(hours=1)
+# Python 3.11 loses the space between RFC 2047 encoded words when it folds a
+# non-ASCII subject at 78 columns; folding only at RFC 5322's hard limit keeps
+# subjects intact (and every header we build is far shorter than 998).
+POLICY = email.policy.default.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class Composer:
         if f"[{ticket.id}]" not in subject:
             subject = f"[{ticket.id}] {subject}"
         message_id = f"<{ticket.id}.{secrets.token_hex(8)}@{self.domain}>"
-        msg = EmailMessage()
+        msg = EmailMessage(policy=POLICY)
         msg["From"] = formataddr((sanitize_header(self.settings.outbound.from_name), self.sender))
         msg["To"] = ", ".join(sanitize_header(a) for a in to)
         if self.settings.outbound.reply_to:
@@ -127,6 +133,7 @@ class OutboxSender:
         self.clock = clock
         self.max_attempts = max_attempts
         self._crash = crash or (lambda point: None)
+        self._lock = threading.Lock()
 
     def _due_ids(self, limit: int) -> list[int]:
         with self.factory() as session:
@@ -141,10 +148,17 @@ class OutboxSender:
             return list(session.scalars(stmt))
 
     def send_due(self, limit: int = 500) -> int:
-        """Send every due outbox row; return how many were sent."""
+        """Send every due outbox row; return how many were sent.
+
+        The runner and the scheduler thread both drain the outbox; the lock
+        keeps them from sending one row twice where the database cannot
+        (SQLite has no ``SKIP LOCKED``). Across processes on PostgreSQL the
+        row lock does that job.
+        """
         sent = 0
-        for row_id in self._due_ids(limit):
-            sent += self._send_one(row_id)
+        with self._lock:
+            for row_id in self._due_ids(limit):
+                sent += self._send_one(row_id)
         return sent
 
     def _send_one(self, row_id: int) -> int:

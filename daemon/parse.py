@@ -7,6 +7,7 @@ value built from mail text can inject a header into mail we send.
 
 from __future__ import annotations
 
+import email
 import logging
 import re
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
 _SPACES = re.compile(r"[ \t]{2,}")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_CHARSET_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949"}
 
 
 class UnparseableMail(Exception):
@@ -62,6 +65,7 @@ class InboundMessage:
     content_type: str = "text/plain"
     size: int = 0
     report_type: str = ""
+    part_types: tuple[str, ...] = ()  # content types of the message's own parts, top first
 
     def header(self, name: str) -> str:
         """Return the first value of header ``name`` ('' when absent)."""
@@ -84,13 +88,61 @@ def sanitize_header(value: str, limit: int = 998) -> str:
 
 
 def decode_value(raw: str | None) -> str:
-    """Decode RFC 2047 encoded words; never raises."""
+    """Decode RFC 2047 encoded words and raw 8-bit (RFC 6532) text; never raises."""
     if not raw:
         return ""
+    text = _unescape_8bit(str(raw))
     try:
-        return str(make_header(decode_header(str(raw))))
-    except (ValueError, LookupError, UnicodeError):
-        return str(raw)
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        return _decode_leniently(text)
+
+
+def _unescape_8bit(value: str) -> str:
+    """Turn the stdlib's surrogate-escaped raw header bytes back into text.
+
+    Raw UTF-8 is allowed in headers (RFC 6532); raw Latin-1 still comes from old clients.
+    """
+    if not _SURROGATE.search(value):
+        return value
+    data = value.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _decode_leniently(text: str) -> str:
+    """Decode encoded words one by one, replacing what a charset cannot decode."""
+    try:
+        chunks = decode_header(text)
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        return text
+    out = []
+    for data, charset in chunks:
+        if isinstance(data, str):
+            out.append(data)
+        elif charset is None:
+            # decode_header turned the unencoded runs into bytes with raw-unicode-escape.
+            out.append(data.decode("raw-unicode-escape", "replace"))
+        else:
+            out.append(_decode_bytes(data, charset))
+    return "".join(out)
+
+
+def _decode_bytes(data: bytes, charset: str) -> str:
+    """Decode with the declared charset, else as UTF-8 (often mislabelled), else lossily."""
+    # Senders label text with the narrow charset and then use its superset's characters.
+    name = _CHARSET_SUPERSETS.get(charset.lower(), charset)
+    for codec in (name, "utf-8"):
+        try:
+            return data.decode(codec)
+        except (LookupError, UnicodeError):
+            continue
+    try:
+        return data.decode(name, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
 
 
 def message_ids(value: str) -> tuple[str, ...]:
@@ -113,15 +165,41 @@ def _walk_limits(msg: Message, limits: Limits) -> None:
             stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
 
 
+def _part_types(msg: Message) -> tuple[str, ...]:
+    """Content types of the message's parts; attached messages are not entered."""
+    found = []
+    stack = [msg]
+    while stack:
+        part = stack.pop(0)
+        ctype = part.get_content_type()
+        found.append(ctype)
+        payload = part.get_payload()
+        if ctype.startswith("multipart/") and isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+    return tuple(found)
+
+
+def _raw(msg: Message, name: str) -> str:
+    """The first ``name`` header as text (8-bit bytes recovered), '' when absent."""
+    values = _raw_all(msg, name)
+    return values[0] if values else ""
+
+
+def _raw_all(msg: Message, name: str) -> list[str]:
+    # raw_items(), not get_all(): the stdlib wraps 8-bit values in a Header that loses the bytes.
+    lower = name.lower()
+    return [_unescape_8bit(str(v)) for k, v in msg.raw_items() if k.lower() == lower]
+
+
 def _headers(msg: Message) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
-    for name, value in msg.items():
-        out.setdefault(name.lower(), []).append(sanitize_header(decode_value(value), 4000))
+    for name, value in msg.raw_items():
+        out.setdefault(name.lower(), []).append(sanitize_header(decode_value(str(value)), 4000))
     return {k: tuple(v) for k, v in out.items()}
 
 
 def _addresses(msg: Message, name: str) -> tuple[str, ...]:
-    values = [str(v) for v in msg.get_all(name, [])]
+    values = _raw_all(msg, name)
     return tuple(a.lower() for _, a in getaddresses(values) if "@" in a)
 
 
@@ -139,34 +217,77 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
     if not raw.strip():
         raise UnparseableMail("empty message")
     try:
-        mp = mailparser.parse_from_bytes(raw)
-    except Exception as exc:  # mail-parser raises many types on garbage input
-        raise UnparseableMail(f"cannot parse MIME: {exc}") from exc
-    msg: Message = mp.message
+        msg = email.message_from_bytes(raw)
+    except Exception as exc:  # RecursionError on hostile nesting, odd errors on garbage
+        raise UnparseableMail(f"cannot parse MIME: {exc!r}") from exc
     if not msg.keys():
         raise UnparseableMail("no headers: not an RFC 5322 message")
     _walk_limits(msg, limits)
-    headers = _headers(msg)
-    raw_from = str(msg.get("From", "") or "")
-    raw_sender = msg.get("Sender")
+    text, html, attachments, defects = _bodies(msg)
+    raw_from = _raw(msg, "From")
+    raw_sender = _raw(msg, "Sender")
     return InboundMessage(
-        message_id=(message_ids(str(msg.get("Message-ID", ""))) or ("",))[0],
-        subject=sanitize_header(decode_value(msg.get("Subject"))),
+        message_id=(message_ids(_raw(msg, "Message-ID")) or ("",))[0],
+        subject=sanitize_header(decode_value(_raw(msg, "Subject"))),
         from_header=sanitize_header(decode_value(raw_from)),
         sender=_bare(raw_from),
         sender_header=_bare(str(raw_sender)) if raw_sender else None,
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
-        in_reply_to=message_ids(str(msg.get("In-Reply-To", ""))),
-        references=message_ids(" ".join(str(v) for v in msg.get_all("References", []))),
-        text="\n".join(mp.text_plain).strip(),
-        html="\n".join(mp.text_html).strip(),
-        headers=headers,
-        attachments=tuple(str(a.get("filename") or "") for a in mp.attachments),
-        defects=tuple(str(d) for d in (mp.defects_categories or ())),
+        in_reply_to=message_ids(_raw(msg, "In-Reply-To")),
+        references=message_ids(" ".join(_raw_all(msg, "References"))),
+        text=text,
+        html=html,
+        headers=_headers(msg),
+        attachments=attachments,
+        defects=defects,
         content_type=msg.get_content_type(),
         size=len(raw),
-        report_type=(msg.get_param("report-type") or "")
+        report_type=str(msg.get_param("report-type") or "")
         if msg.get_content_maintype() == "multipart"
         else "",
+        part_types=_part_types(msg),
     )
+
+
+_Bodies = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+_ISO2022_ESCAPE = re.compile("\x1b[$(][@A-Z]")
+
+
+def _bodies(msg: Message) -> _Bodies:
+    """(text, html, attachment names, defects) by mail-parser, else by the stdlib alone."""
+    try:
+        mp = mailparser.MailParser(msg)
+    except Exception as exc:  # mail-parser trips over some readable mail (e.g. a bad epilogue)
+        log.info("mail-parser failed (%r); reading the parts with the stdlib", exc)
+        return _stdlib_bodies(msg)
+    text, html = "\n".join(mp.text_plain).strip(), "\n".join(mp.text_html).strip()
+    defects = tuple(str(d) for d in (mp.defects_categories or ()))
+    # mail-parser leaves 7-bit charsets (ISO-2022-JP) undecoded and falls back to UTF-8 with
+    # replacement characters when a narrow charset label is wrong (GB2312 text using GBK):
+    # the stdlib reading below decodes both.
+    if "CharsetDecodeDefect" in defects or _ISO2022_ESCAPE.search(text + html):
+        text, html, _names, _defects = _stdlib_bodies(msg)
+    return text, html, tuple(str(a.get("filename") or "") for a in mp.attachments), defects
+
+
+def _stdlib_bodies(msg: Message) -> _Bodies:
+    """The text and HTML parts of ``msg`` itself (attached messages are not entered)."""
+    text: list[str] = []
+    html: list[str] = []
+    names: list[str] = []
+    defects = {type(d).__name__ for d in msg.defects}
+    stack = [msg]
+    while stack:
+        part = stack.pop(0)
+        defects.update(type(d).__name__ for d in part.defects)
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+            stack[:0] = [p for p in payload if isinstance(p, Message)]
+        elif part.get_filename() or part.get_content_disposition() == "attachment":
+            names.append(decode_value(part.get_filename() or ""))
+        elif part.get_content_type() in ("text/plain", "text/html"):
+            data = part.get_payload(decode=True) or b""
+            decoded = _decode_bytes(data, part.get_content_charset() or "utf-8")
+            (text if part.get_content_subtype() == "plain" else html).append(decoded)
+    return "\n".join(text).strip(), "\n".join(html).strip(), tuple(names), tuple(sorted(defects))

@@ -31,6 +31,7 @@ from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, 
 
 log = logging.getLogger(__name__)
 
+WAIT_SLICE = 2.0
 CRASH_POINTS = ("after_fetch", "in_transaction", "after_commit", "after_send")
 
 
@@ -247,12 +248,13 @@ class Runner:
         if waiter is None:
             self.stop_event.wait(timeout)
             return
-        # Wait in short slices so SIGTERM is honoured promptly.
+        # Wait in slices so SIGTERM is honoured within a couple of seconds;
+        # IDLE and polling backends return at once when mail arrives.
         remaining = timeout
         while remaining > 0 and not self.stop_event.is_set():
-            if waiter(min(remaining, 1.0)):
+            if waiter(min(remaining, WAIT_SLICE)):
                 return
-            remaining -= 1.0
+            remaining -= WAIT_SLICE
 
     def _safe_beat(self, error: str) -> None:
         try:
