@@ -1,0 +1,529 @@
+"""IMAP mailbox backend (imapclient): UIDs only, ``BODY.PEEK[]``, move after commit, IDLE.
+
+A mail's ref is ``folder:UIDVALIDITY:UID``. When the folder's UIDVALIDITY
+changes (a server migration, a rebuilt index) every mail still in the folder is
+fetched again under new refs, and acks of old refs do nothing: the runner's
+content key (Message-ID + sha256) recognises the mail, so no ticket is doubled.
+
+Acknowledged mail leaves the folder: ``UID MOVE`` to the processed (or
+quarantine) folder when the server offers MOVE, else ``UID COPY`` + ``\\Deleted``
++ ``UID EXPUNGE`` (plain ``EXPUNGE`` without UIDPLUS). Fetching never sets
+``\\Seen`` (``BODY.PEEK[]``), so a crash before the ack leaves the mail as it was.
+
+Exchange Online answers some FETCHes with no body or with a stand-in message
+("Retrieval using the IMAP4 protocol failed ..."): such mail is skipped with a
+warning and tried again on the next poll, never turned into a ticket.
+
+Credentials never reach the logs: imapclient's ``IMAPlibLoggerAdapter``
+redacts LOGIN/AUTHENTICATE lines, and nothing here logs a password or token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from typing import Any, TypeVar
+
+from imapclient import IMAPClient, exceptions
+
+from config.schema import MailboxSettings
+from daemon.backends.base import AckOutcome, BackendError, FetchResult, RawMail
+from daemon.backends.oauth import TokenProvider
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FETCH_CHUNK = 50  # UIDs per UID FETCH
+IDLE_REARM_SECONDS = 600.0  # RFC 2177: re-issue IDLE well within the servers' 29-30 minutes
+IDLE_WATCHDOG_SECONDS = 120.0  # silent this long in IDLE: NOOP to prove the link still works
+PLACEHOLDER_SUBJECT = "retrieval using the imap4 protocol failed"
+DELETED = b"\\Deleted"
+# Socket-level failures: imaplib's abort (= IMAPClientAbortError), OSError (incl. TLS, timeouts).
+LINK_ERRORS = (OSError, imaplib.IMAP4.abort)
+
+
+class ImapUnreachable(BackendError):
+    """The connection could not be made or was lost: worth reconnecting."""
+
+
+def make_ref(folder: str, uidvalidity: int, uid: int) -> str:
+    """Return the ref of ``uid`` in ``folder`` under ``uidvalidity``."""
+    return f"{folder}:{uidvalidity}:{uid}"
+
+
+def parse_ref(ref: str) -> tuple[str, int, int]:
+    """Split a ref into (folder, UIDVALIDITY, UID); the folder may contain colons."""
+    folder, validity, uid = ref.rsplit(":", 2)
+    return folder, int(validity), int(uid)
+
+
+def is_placeholder(raw: bytes) -> bool:
+    """True for Exchange's stand-in for a message it could not convert for IMAP."""
+    head = raw[:16384].split(b"\r\n\r\n", 1)[0]
+    subject = BytesHeaderParser().parsebytes(head).get("Subject", "")
+    return str(subject).strip().lower().startswith(PLACEHOLDER_SUBJECT)
+
+
+def has_new_mail(responses: list[Any]) -> bool:
+    """True when untagged responses announce new messages (EXISTS, RECENT > 0)."""
+    return any(
+        isinstance(r, tuple)
+        and len(r) >= 2
+        and isinstance(r[0], int)
+        and (r[1] == b"EXISTS" or (r[1] == b"RECENT" and r[0] > 0))
+        for r in responses
+    )
+
+
+class ImapBackend:
+    """Reads one IMAP folder by UID; acks by moving mail out of it.
+
+    ``sleep``/``clock`` are injectable; ``retries`` reconnects (with capped
+    exponential backoff from ``backoff`` seconds) are tried before a
+    :class:`BackendError` tells the runner to back off itself.
+    """
+
+    name = "imap"
+
+    def __init__(
+        self,
+        settings: MailboxSettings,
+        token_provider: TokenProvider | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        idle_rearm: float = IDLE_REARM_SECONDS,
+        idle_watchdog: float = IDLE_WATCHDOG_SECONDS,
+        fetch_chunk: int = FETCH_CHUNK,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not settings.host:
+            raise ValueError("mailbox.host is required for the imap backend")
+        self.settings = settings
+        self.host = settings.host
+        self.port = settings.port or (993 if settings.ssl else 143)
+        self.user = settings.username or settings.user or ""
+        self.tokens = token_provider
+        self.timeout, self.retries = timeout, retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.idle_rearm, self.idle_watchdog = idle_rearm, idle_watchdog
+        self.fetch_chunk = fetch_chunk
+        self.sleep, self.clock = sleep, clock
+        self._client: IMAPClient | None = None
+        self._selected: tuple[str, int] | None = None  # (folder, UIDVALIDITY) on this connection
+        self._validity: dict[str, int] = {}  # last UIDVALIDITY seen per folder
+        self._folders: set[str] = set()  # target folders known to exist
+        self._idle_since: float | None = None  # IDLE is active on the connection
+        self._idle_heard = 0.0
+        self._next_poll = 0.0
+
+    # -- the MailboxBackend contract ----------------------------------------------------
+    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
+        """Return up to ``limit`` mails still in the folder, oldest UID first.
+
+        ``cursor`` is not needed: acknowledged mail leaves the folder.
+        """
+        result = self._run("fetch", lambda c: self._fetch(c, max(1, limit)))
+        self._next_poll = self.clock() + self.settings.poll_seconds
+        return result
+
+    def ack(self, ref: str, outcome: AckOutcome) -> None:
+        """Move ``ref`` to the processed or quarantine folder; idempotent."""
+        try:
+            folder, validity, uid = parse_ref(ref)
+        except ValueError:
+            log.error("imap ack: %r is not an IMAP ref; ignored", ref)
+            return
+        s = self.settings
+        target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
+        self._run("ack", lambda c: self._ack(c, ref, folder, validity, uid, target))
+
+    def wait_for_new(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds in IDLE (or polling); True when mail may be waiting."""
+        timeout = max(0.0, timeout)
+        if not self.settings.idle:
+            return self._poll_wait(timeout)
+        if self._client is not None and self._idle_since is not None:
+            client: IMAPClient | None = self._client  # still idling since the last call
+        else:
+            client = self._run("idle", self._start_idle)
+        if client is None:
+            return self._poll_wait(timeout)
+        try:
+            return self._idle_wait(client, timeout)
+        except (*LINK_ERRORS, exceptions.IMAPClientError) as exc:
+            # The next fetch reconnects and picks up whatever arrived meanwhile.
+            log.info("IMAP IDLE connection lost (%s); fetching again", self._describe(exc))
+            self._drop()
+            return True
+
+    def check(self) -> str:
+        """Connect, log in, open the folder, create the target folders; one line back."""
+        s = self.settings
+        client = self._connect()
+        try:
+            try:
+                info = client.select_folder(s.folder, readonly=True)
+            except exceptions.IMAPClientAbortError:
+                raise
+            except exceptions.IMAPClientError as exc:
+                raise BackendError(f"folder {s.folder!r} cannot be opened: {exc}") from exc
+            for name in (s.processed_folder, s.quarantine_folder):
+                self._ensure_folder(client, name)
+            caps = ", ".join(
+                f"{c} {'yes' if client.has_capability(c) else 'no'}" for c in ("IDLE", "MOVE")
+            )
+            return (
+                f"imap {self.user}@{self.host}:{self.port} ({self._security()}, "
+                f"{'XOAUTH2' if self.tokens else 'password'}): folder {s.folder!r} holds "
+                f"{info.get(b'EXISTS', 0)} message(s), UIDVALIDITY {info.get(b'UIDVALIDITY')}; {caps}"
+            )
+        except LINK_ERRORS as exc:
+            raise BackendError(self._describe(exc)) from exc
+        finally:
+            _logout(client)
+
+    def close(self) -> None:
+        """End IDLE and log out (errors ignored: the connection may be gone)."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._idle_since is not None:
+            with contextlib.suppress(Exception):
+                client.idle_done()
+        self._idle_since, self._selected = None, None
+        _logout(client)
+
+    # -- connection -----------------------------------------------------------------------
+    def _run(self, what: str, op: Callable[[IMAPClient], T]) -> T:
+        """Run ``op`` on a live connection, reconnecting with backoff when the link fails."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return op(self._ready())
+            except ImapUnreachable as exc:
+                error: BackendError = exc
+            except LINK_ERRORS as exc:
+                self._drop()
+                error = ImapUnreachable(self._describe(exc))
+            except exceptions.IMAPClientError as exc:
+                if self._alive():
+                    raise BackendError(f"IMAP {what} failed: {exc}") from exc
+                self._drop()
+                error = ImapUnreachable(f"connection to {self.host}:{self.port} lost: {exc}")
+            if attempt < self.retries:
+                log.warning("IMAP %s: %s; reconnecting in %.1fs", what, error, delay)
+                self.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        raise error
+
+    def _ready(self) -> IMAPClient:
+        if self._client is None:
+            self._client = self._connect()
+            self._selected, self._idle_since = None, None
+        elif self._idle_since is not None:
+            self._end_idle(self._client)
+        return self._client
+
+    def _connect(self) -> IMAPClient:
+        s = self.settings
+        context = self._tls_context()
+        try:
+            client = IMAPClient(
+                self.host,
+                self.port,
+                ssl=s.ssl,
+                ssl_context=context if s.ssl else None,
+                timeout=self.timeout,
+            )
+        except LINK_ERRORS as exc:
+            raise self._link_error(exc) from exc
+        try:
+            if s.starttls and not s.ssl:
+                client.starttls(context)
+            self._login(client)
+        except exceptions.CapabilityError as exc:
+            _shutdown(client)
+            raise BackendError(f"{self.host}:{self.port} does not offer STARTTLS") from exc
+        except LINK_ERRORS as exc:
+            _shutdown(client)
+            raise self._link_error(exc) from exc
+        except BaseException:
+            _shutdown(client)
+            raise
+        client.normalise_times = False  # INTERNALDATE with its zone; stored as UTC
+        log.info(
+            "IMAP connected to %s:%s as %s (%s)", self.host, self.port, self.user, self._security()
+        )
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        if self.tokens is None:
+            if self.settings.password is None:
+                raise BackendError(f"no password or oauth2 configured for user {self.user}")
+            try:
+                client.login(self.user, self.settings.password.get_secret_value())
+            except exceptions.LoginError as exc:
+                raise BackendError(f"authentication failed for user {self.user}: {exc}") from None
+            return
+        for attempt in (1, 2):
+            token = self.tokens.token()
+            try:
+                client.oauth2_login(self.user, token)
+                return
+            except exceptions.LoginError as exc:
+                # An expired or revoked token: drop it and try once with a fresh one.
+                log.info(
+                    "IMAP XOAUTH2 login for %s refused (attempt %s): %s", self.user, attempt, exc
+                )
+                self.tokens.invalidate()
+        raise BackendError(f"authentication failed for user {self.user} (XOAUTH2 token refused)")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.settings.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _security(self) -> str:
+        s = self.settings
+        return "TLS" if s.ssl else "STARTTLS" if s.starttls else "plain"
+
+    def _alive(self) -> bool:
+        try:
+            assert self._client is not None
+            self._client.noop()
+            return True
+        except Exception:
+            return False
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        self._selected, self._idle_since = None, None
+        if client is not None:
+            _shutdown(client)
+
+    def _link_error(self, exc: BaseException) -> BackendError:
+        # Certificate and protocol mismatches do not heal by retrying.
+        message = self._describe(exc)
+        is_tls = isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError)
+        return BackendError(message) if is_tls else ImapUnreachable(message)
+
+    def _describe(self, exc: BaseException) -> str:
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: {exc.verify_message or exc} ({where})"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {exc.reason or exc} ({where})"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused to {where}"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve host {self.host!r}: {exc.strerror}"
+        if isinstance(exc, TimeoutError):
+            return f"connection to {where} timed out"
+        if isinstance(exc, OSError):
+            return f"connection to {where} failed: {exc.strerror or exc}"
+        return f"connection to {where} lost: {exc}"
+
+    # -- fetch and ack --------------------------------------------------------------------------
+    def _select(self, client: IMAPClient, folder: str, *, force: bool = False) -> int:
+        if not force and self._selected and self._selected[0] == folder:
+            return self._selected[1]
+        info = client.select_folder(folder)
+        validity = int(info[b"UIDVALIDITY"])
+        known = self._validity.get(folder)
+        if known is not None and known != validity:
+            log.warning(
+                "IMAP UIDVALIDITY of %s changed from %s to %s: its mail is fetched again "
+                "under new refs (the ledger's content key drops duplicates)",
+                folder,
+                known,
+                validity,
+            )
+        self._validity[folder] = validity
+        self._selected = (folder, validity)
+        return validity
+
+    def _fetch(self, client: IMAPClient, limit: int) -> FetchResult:
+        folder = self.settings.folder
+        validity = self._select(client, folder, force=True)
+        uids = sorted(client.search(["NOT", "DELETED"]))
+        mails: list[RawMail] = []
+        notes: list[str] = []
+        pos = 0
+        while pos < len(uids) and len(mails) < limit:
+            chunk = uids[pos : pos + min(self.fetch_chunk, limit - len(mails))]
+            pos += len(chunk)
+            answer = client.fetch(chunk, ["BODY.PEEK[]", "INTERNALDATE"])
+            for uid in chunk:
+                mail = self._mail(make_ref(folder, validity, uid), answer.get(uid, {}))
+                if mail is None:
+                    notes.append(f"{make_ref(folder, validity, uid)} skipped: no readable body")
+                else:
+                    mails.append(mail)
+        return FetchResult(mails=mails, cursor=None, more=pos < len(uids), notes=notes)
+
+    @staticmethod
+    def _mail(ref: str, data: dict[bytes, Any]) -> RawMail | None:
+        raw = data.get(b"BODY[]")
+        if not raw:
+            log.warning("IMAP %s: FETCH returned no body; trying again next poll", ref)
+            return None
+        if is_placeholder(raw):
+            log.warning(
+                "IMAP %s: the server sent its 'Retrieval using the IMAP4 protocol failed' "
+                "stand-in instead of the message; trying again next poll",
+                ref,
+            )
+            return None
+        when = data.get(b"INTERNALDATE")
+        if isinstance(when, datetime) and when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        return RawMail(
+            ref=ref, raw=bytes(raw), received_at=when if isinstance(when, datetime) else None
+        )
+
+    def _ack(
+        self, client: IMAPClient, ref: str, folder: str, validity: int, uid: int, target: str
+    ) -> None:
+        current = self._select(client, folder)
+        if current != validity:
+            log.info(
+                "IMAP ack %s skipped: %s now has UIDVALIDITY %s; the mail is fetched again",
+                ref,
+                folder,
+                current,
+            )
+            return
+        self._ensure_folder(client, target)
+        try:
+            self._transfer(client, uid, target)
+        except exceptions.IMAPClientAbortError:
+            raise
+        except exceptions.IMAPClientError as exc:
+            if "TRYCREATE" not in str(exc):
+                raise
+            self._folders.discard(target)  # deleted behind our back
+            self._ensure_folder(client, target)
+            self._transfer(client, uid, target)
+        log.debug("IMAP %s moved to %s", ref, target)
+
+    @staticmethod
+    def _transfer(client: IMAPClient, uid: int, target: str) -> None:
+        if client.has_capability("MOVE"):
+            client.move([uid], target)  # a UID already gone moves nothing: fine
+            return
+        flags = client.get_flags([uid]).get(uid)
+        if flags is None:
+            return  # gone: acknowledged before
+        if DELETED not in flags:  # not copied yet (a copy+flag is one step for us)
+            client.copy([uid], target)
+            client.add_flags([uid], [DELETED], silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge([uid])
+        else:
+            client.expunge()  # without UIDPLUS this removes every \Deleted mail in the folder
+
+    def _ensure_folder(self, client: IMAPClient, name: str) -> None:
+        if name in self._folders:
+            return
+        if not client.folder_exists(name):
+            try:
+                client.create_folder(name)
+            except exceptions.IMAPClientAbortError:
+                raise
+            except exceptions.IMAPClientError as exc:
+                if not client.folder_exists(name):  # else another worker just made it
+                    raise BackendError(
+                        f"folder {name!r} missing and cannot be created: {exc}"
+                    ) from exc
+            log.info("IMAP created folder %s", name)
+        self._folders.add(name)
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def _start_idle(self, client: IMAPClient) -> IMAPClient | None:
+        if not client.has_capability("IDLE"):
+            return None
+        self._select(client, self.settings.folder)
+        client.idle()
+        self._idle_since = self._idle_heard = self.clock()
+        return client
+
+    def _end_idle(self, client: IMAPClient) -> list[Any]:
+        self._idle_since = None
+        _, responses = client.idle_done()
+        return list(responses)
+
+    def _idle_wait(self, client: IMAPClient, timeout: float) -> bool:
+        deadline = self.clock() + timeout
+        while True:
+            now = self.clock()
+            assert self._idle_since is not None
+            if (
+                now - self._idle_since >= self.idle_rearm
+                or now - self._idle_heard >= self.idle_watchdog
+            ):
+                if self._rearm(client):
+                    return True
+                continue
+            remaining = deadline - now
+            if remaining <= 0:
+                return False
+            step = min(
+                remaining,
+                self._idle_since + self.idle_rearm - now,
+                self._idle_heard + self.idle_watchdog - now,
+            )
+            responses = client.idle_check(timeout=step)
+            if responses:
+                self._idle_heard = self.clock()
+                if has_new_mail(responses):
+                    self._end_idle(client)
+                    return True
+            elif step >= 0.05 and self.clock() - now < step / 2 and self._rearm(client):
+                # idle_check returns at once, empty-handed, when the socket hit EOF:
+                # the re-arm (DONE + NOOP) raises then, or reports what it saw.
+                return True
+
+    def _rearm(self, client: IMAPClient) -> bool:
+        """DONE + NOOP (the watchdog) + IDLE again; True when new mail was announced."""
+        responses = self._end_idle(client)
+        _, noop_responses = client.noop()
+        if has_new_mail(responses) or has_new_mail(list(noop_responses)):
+            return True
+        client.idle()
+        self._idle_since = self._idle_heard = self.clock()
+        return False
+
+    def _poll_wait(self, timeout: float) -> bool:
+        wait = min(timeout, max(0.0, self._next_poll - self.clock()))
+        if wait > 0:
+            self.sleep(wait)
+        if self.clock() < self._next_poll:
+            return False
+        self._next_poll = self.clock() + self.settings.poll_seconds
+        return True
+
+
+def _shutdown(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+def _logout(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:
+        _shutdown(client)

@@ -1,0 +1,280 @@
+"""SMTP transport (smtplib): SSL or STARTTLS, password or XOAUTH2, a send rate cap.
+
+Errors are sorted by who must act: a 4xx answer, a refused or dropped
+connection or a timeout raises :class:`BackendError` (the outbox retries with
+backoff); a 5xx answer to the message raises :class:`PermanentSendError` with
+the server's code and text (recorded on the outbox row, not retried). 530/535
+(authentication) are the configuration's fault, not the message's: retryable.
+
+One connection is reused across sends and checked with NOOP before reuse;
+the raw bytes go out exactly as rendered (``sendmail``, no re-serialising).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import smtplib
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+
+from config.schema import OutboundSettings
+from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError
+from daemon.backends.oauth import TokenProvider, xoauth2_string
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW = 60.0  # seconds: Exchange Online counts 30 messages per minute per mailbox
+AUTH_CODES = frozenset({530, 535})  # "authentication required/failed": not this message's fault
+
+
+class SmtpTransport:
+    """Sends outgoing mail over one reused SMTP connection, at most ``rate_per_minute``."""
+
+    name = "smtp"
+
+    def __init__(
+        self,
+        settings: OutboundSettings,
+        token_provider: TokenProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not settings.host:
+            raise ValueError("outbound.host is required for the smtp transport")
+        self.settings = settings
+        self.host = settings.host
+        self.port = settings.port or (465 if settings.ssl else 587 if settings.starttls else 25)
+        self.user = settings.username or settings.user or settings.from_address
+        self.tokens = token_provider
+        self.clock, self.sleep = clock, sleep
+        self._smtp: smtplib.SMTP | None = None
+        self._sent: deque[float] = deque()  # clock() of recent sends, for the rate cap
+
+    # -- the Transport contract ----------------------------------------------------------
+    def send(self, mail: OutgoingMail) -> None:
+        """Send ``mail.raw`` unchanged to ``mail.recipients``; see the module doc for errors."""
+        self._wait_for_rate()
+        smtp = self._connection()
+        try:
+            refused = smtp.sendmail(
+                mail.sender, list(mail.recipients), mail.raw, self._mail_options(smtp, mail)
+            )
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _refused(mail, exc.recipients) from exc
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:
+                self._drop()
+            raise _by_code(mail, exc.smtp_code, exc.smtp_error) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise BackendError(
+                f"{self._where()} dropped the connection while sending: {exc}"
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            raise BackendError(f"sending to {self._where()} failed: {self._describe(exc)}") from exc
+        self._sent.append(self.clock())
+        if refused:
+            # Already accepted for the others: a retry would send them a duplicate.
+            log.warning("SMTP %s: some recipients refused: %s", mail.message_id, _codes(refused))
+        log.info("SMTP sent %s to %d recipient(s)", mail.message_id, len(mail.recipients))
+
+    def check(self) -> str:
+        """Connect, TLS, authenticate; one line back, or BackendError in plain words."""
+        smtp = self._connect()
+        try:
+            auth = f"as {self.user} ({'XOAUTH2' if self.tokens else 'password'})"
+            return (
+                f"smtp {self._where()} ({self._security()}): authenticated "
+                f"{auth if self._authenticates() else 'no: none configured'}; "
+                f"at most {self.settings.rate_per_minute} message(s) per minute"
+            )
+        finally:
+            _quit(smtp)
+
+    def close(self) -> None:
+        """QUIT the reused connection (errors ignored)."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            _quit(smtp)
+
+    # -- rate cap -------------------------------------------------------------------------
+    def _wait_for_rate(self) -> None:
+        limit = self.settings.rate_per_minute
+        while True:
+            now = self.clock()
+            while self._sent and now - self._sent[0] >= RATE_WINDOW:
+                self._sent.popleft()
+            if len(self._sent) < limit:
+                return
+            delay = RATE_WINDOW - (now - self._sent[0])
+            log.info("SMTP rate cap (%d/min) reached; waiting %.1fs", limit, delay)
+            self.sleep(delay)
+
+    # -- connection -----------------------------------------------------------------------
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None:
+            try:
+                if self._smtp.noop()[0] == 250:
+                    return self._smtp
+            except (OSError, smtplib.SMTPException):
+                pass  # closed by the server while idle: reconnect below
+            self._drop()
+        self._smtp = self._connect()
+        return self._smtp
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = self._tls_context()
+        try:
+            if s.ssl:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=s.timeout_seconds, context=context
+                )
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=s.timeout_seconds)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise BackendError(self._describe(exc)) from exc
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if s.starttls and not s.ssl:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            self._authenticate(smtp)
+        except smtplib.SMTPNotSupportedError as exc:
+            _close(smtp)
+            raise BackendError(f"{self._where()}: {exc}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            _close(smtp)
+            raise BackendError(self._describe(exc)) from exc
+        except BaseException:
+            _close(smtp)
+            raise
+        log.info("SMTP connected to %s (%s)", self._where(), self._security())
+        return smtp
+
+    def _authenticates(self) -> bool:
+        return self.tokens is not None or bool(self.settings.username and self.settings.password)
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> None:
+        if self.tokens is not None:
+            self._xoauth2(smtp)
+        elif self._authenticates():
+            assert self.settings.password is not None
+            try:
+                smtp.login(self.user, self.settings.password.get_secret_value())
+            except smtplib.SMTPAuthenticationError as exc:
+                raise BackendError(
+                    f"authentication failed for user {self.user}: {_text(exc.smtp_code, exc.smtp_error)}"
+                ) from None
+
+    def _xoauth2(self, smtp: smtplib.SMTP) -> None:
+        assert self.tokens is not None
+        for attempt in (1, 2):
+            token = self.tokens.token()
+
+            def answer(challenge: bytes | None = None, token: str = token) -> str:
+                # After a failure the server sends a JSON error as a 334 challenge;
+                # an empty reply then ends the exchange with 535.
+                return xoauth2_string(self.user, token) if challenge is None else ""
+
+            try:
+                smtp.auth("XOAUTH2", answer)
+                return
+            except smtplib.SMTPAuthenticationError as exc:
+                log.info(
+                    "SMTP XOAUTH2 for %s refused (attempt %s): %s",
+                    self.user,
+                    attempt,
+                    _text(exc.smtp_code, exc.smtp_error),
+                )
+                self.tokens.invalidate()
+        raise BackendError(f"authentication failed for user {self.user} (XOAUTH2 token refused)")
+
+    def _mail_options(self, smtp: smtplib.SMTP, mail: OutgoingMail) -> list[str]:
+        options = []
+        if any(b > 127 for b in mail.raw) and smtp.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        addresses = (mail.sender, *mail.recipients)
+        if not all(a.isascii() for a in addresses) and smtp.has_extn("smtputf8"):
+            options.append("SMTPUTF8")
+        return options
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            _close(smtp)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.settings.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _security(self) -> str:
+        s = self.settings
+        return "TLS" if s.ssl else "STARTTLS" if s.starttls else "plain"
+
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _describe(self, exc: BaseException) -> str:
+        where = self._where()
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: {exc.verify_message or exc} ({where})"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {exc.reason or exc} ({where})"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused to {where}"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve host {self.host!r}: {exc.strerror}"
+        if isinstance(exc, TimeoutError):
+            return f"connection to {where} timed out"
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return f"{where} answered {_text(exc.smtp_code, exc.smtp_error)}"
+        if isinstance(exc, OSError):
+            return f"connection to {where} failed: {exc.strerror or exc}"
+        return f"{where}: {exc}"
+
+
+def _text(code: int, error: bytes | str) -> str:
+    text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
+    return f"{code} {text}".strip()
+
+
+def _codes(refused: dict[str, tuple[int, bytes]]) -> str:
+    return "; ".join(f"{rcpt}: {_text(code, msg)}" for rcpt, (code, msg) in refused.items())
+
+
+def _by_code(mail: OutgoingMail, code: int, error: bytes | str) -> BackendError:
+    """5xx for this message is permanent; 4xx, 530/535 and odd codes are worth a retry."""
+    text = _text(code, error)
+    if 500 <= code < 600 and code not in AUTH_CODES:
+        return PermanentSendError(f"server refused {mail.message_id}: {text}")
+    return BackendError(f"server deferred {mail.message_id}: {text}")
+
+
+def _refused(mail: OutgoingMail, refused: dict[str, tuple[int, bytes]]) -> BackendError:
+    """Every recipient refused: permanent only when every refusal is a 5xx."""
+    if all(500 <= code < 600 and code not in AUTH_CODES for code, _ in refused.values()):
+        return PermanentSendError(
+            f"server refused every recipient of {mail.message_id}: {_codes(refused)}"
+        )
+    return BackendError(f"server deferred recipients of {mail.message_id}: {_codes(refused)}")
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        smtp.close()
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except Exception:
+        _close(smtp)
