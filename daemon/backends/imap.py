@@ -59,6 +59,11 @@ def make_ref(folder: str, uidvalidity: int, uid: int) -> str:
     return f"{folder}:{uidvalidity}:{uid}"
 
 
+def make_cursor(folder: str, uidvalidity: int) -> str:
+    """Return the stored cursor: the folder and the UIDVALIDITY its refs belong to."""
+    return f"{folder}:{uidvalidity}"
+
+
 def parse_ref(ref: str) -> tuple[str, int, int]:
     """Split a ref into (folder, UIDVALIDITY, UID); the folder may contain colons."""
     folder, validity, uid = ref.rsplit(":", 2)
@@ -132,11 +137,22 @@ class ImapBackend:
     def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
         """Return up to ``limit`` mails still in the folder, oldest UID first.
 
-        ``cursor`` is not needed: acknowledged mail leaves the folder.
+        Acknowledged mail leaves the folder, so the cursor only records the
+        folder's UIDVALIDITY (``folder:UIDVALIDITY``, kept in the store): a change
+        since the last run, even across a restart, is logged as a resync.
         """
+        self._remember_cursor(cursor)
         result = self._run("fetch", lambda c: self._fetch(c, max(1, limit)))
         self._next_poll = self.clock() + self.settings.poll_seconds
         return result
+
+    def _remember_cursor(self, cursor: str | None) -> None:
+        folder = self.settings.folder
+        if not cursor or folder in self._validity:
+            return
+        name, _, validity = cursor.rpartition(":")
+        if name == folder and validity.isdigit():
+            self._validity[folder] = int(validity)
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` to the processed or quarantine folder; idempotent."""
@@ -173,12 +189,16 @@ class ImapBackend:
         s = self.settings
         client = self._connect()
         try:
+            if not client.folder_exists(s.folder):
+                raise BackendError(f"folder {s.folder!r} does not exist for user {self.user}")
             try:
                 info = client.select_folder(s.folder, readonly=True)
             except exceptions.IMAPClientAbortError:
                 raise
             except exceptions.IMAPClientError as exc:
-                raise BackendError(f"folder {s.folder!r} cannot be opened: {exc}") from exc
+                raise BackendError(
+                    f"folder {s.folder!r} cannot be opened (permission?): {_text(exc)}"
+                ) from exc
             for name in (s.processed_folder, s.quarantine_folder):
                 self._ensure_folder(client, name)
             caps = ", ".join(
@@ -373,7 +393,8 @@ class ImapBackend:
                     notes.append(f"{make_ref(folder, validity, uid)} skipped: no readable body")
                 else:
                     mails.append(mail)
-        return FetchResult(mails=mails, cursor=None, more=pos < len(uids), notes=notes)
+        cursor = make_cursor(folder, validity)
+        return FetchResult(mails=mails, cursor=cursor, more=pos < len(uids), notes=notes)
 
     @staticmethod
     def _mail(ref: str, data: dict[bytes, Any]) -> RawMail | None:
@@ -515,6 +536,15 @@ class ImapBackend:
             return False
         self._next_poll = self.clock() + self.settings.poll_seconds
         return True
+
+
+def _text(exc: BaseException) -> str:
+    """The server's answer as text (imapclient wraps the raw bytes)."""
+    return str(
+        exc.args[0].decode("utf-8", "replace")
+        if exc.args and isinstance(exc.args[0], bytes)
+        else exc
+    )
 
 
 def _shutdown(client: IMAPClient) -> None:

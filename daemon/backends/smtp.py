@@ -7,13 +7,16 @@ the server's code and text (recorded on the outbox row, not retried). 530/535
 (authentication) are the configuration's fault, not the message's: retryable.
 
 One connection is reused across sends and checked with NOOP before reuse;
-the raw bytes go out exactly as rendered (``sendmail``, no re-serialising).
+the raw bytes go out as rendered (``sendmail``, no re-serialising) except
+that bare LF line ends become CRLF: smtplib sends bytes unchanged, and a
+message without CRLF is one over-long line to a strict server (500).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RATE_WINDOW = 60.0  # seconds: Exchange Online counts 30 messages per minute per mailbox
 AUTH_CODES = frozenset({530, 535})  # "authentication required/failed": not this message's fault
+BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class SmtpTransport:
@@ -61,7 +65,7 @@ class SmtpTransport:
         smtp = self._connection()
         try:
             refused = smtp.sendmail(
-                mail.sender, list(mail.recipients), mail.raw, self._mail_options(smtp, mail)
+                mail.sender, list(mail.recipients), crlf(mail.raw), self._mail_options(smtp, mail)
             )
         except smtplib.SMTPRecipientsRefused as exc:
             raise _refused(mail, exc.recipients) from exc
@@ -240,6 +244,11 @@ class SmtpTransport:
         if isinstance(exc, OSError):
             return f"connection to {where} failed: {exc.strerror or exc}"
         return f"{where}: {exc}"
+
+
+def crlf(raw: bytes) -> bytes:
+    """Return ``raw`` with every bare LF turned into CRLF (SMTP's line end)."""
+    return BARE_LF.sub(b"\r\n", raw)
 
 
 def _text(code: int, error: bytes | str) -> str:

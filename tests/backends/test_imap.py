@@ -158,6 +158,22 @@ def test_uidvalidity_change_gives_new_refs_and_old_acks_do_nothing(
     assert dovecot.messages("Processed") == [raw(0)]
 
 
+def test_cursor_records_uidvalidity_and_a_change_across_restarts_is_logged(
+    dovecot: DovecotServer,
+    backends: Callable[..., ImapBackend],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dovecot.append(raw(1))
+    first = backends(dovecot.settings()).fetch_new(None, 10)
+    assert first.cursor == f"INBOX:{dovecot.uidvalidity()}"
+    new_validity = dovecot.reset_uidvalidity()
+    restarted = backends(dovecot.settings())  # a new process: it knows only the stored cursor
+    again = restarted.fetch_new(first.cursor, 10)
+    assert again.cursor == f"INBOX:{new_validity}"
+    assert [m.ref for m in again.mails] == [f"INBOX:{new_validity}:1"]
+    assert any("UIDVALIDITY of INBOX changed" in r.getMessage() for r in caplog.records)
+
+
 def test_idle_wakes_up_promptly_on_new_mail(
     dovecot: DovecotServer, backends: Callable[..., ImapBackend]
 ) -> None:
@@ -321,6 +337,8 @@ def test_check_reports_in_plain_words(
         backends(dovecot.settings(ssl=True)).check()  # TLS spoken to the plain port
     with pytest.raises(BackendError, match=r"^TLS handshake failed: self-signed certificate"):
         backends(dovecot.settings(port=dovecot.tls_port, ssl=True)).check()
+    with pytest.raises(BackendError, match=r"^folder 'Support' does not exist for user support$"):
+        backends(dovecot.settings(folder="Support")).check()
     with pytest.raises(BackendError, match=r"^folder '~bad' missing and cannot be created"):
         backends(dovecot.settings(processed_folder="~bad")).check()
     monkeypatch.setenv("SSL_CERT_FILE", dovecot.ca_file)  # trust the throw-away CA

@@ -68,6 +68,22 @@ def test_sends_the_exact_bytes_with_password_auth(
     assert got.login == smtp_server.user
 
 
+def test_lf_only_mail_goes_out_with_crlf_line_ends(
+    transport: SmtpTransport, smtp_server: SmtpServer
+) -> None:
+    long_body = b"a fairly long line of text for the body\n" * 60  # > 1000 bytes in all
+    lf = OutgoingMail(
+        "<lf@mailtriage>",
+        "support@example.com",
+        ("alice@example.com",),
+        RAW.replace(b"\r\n", b"\n") + long_body,
+    )
+    transport.send(lf)
+    [got] = smtp_server.received
+    assert got.raw == RAW + long_body.replace(b"\n", b"\r\n")
+    assert got.message["Subject"] == "[#42] We got your request"
+
+
 def test_connection_is_reused_and_rebuilt_after_the_server_drops_it(
     smtp_server: SmtpServer, fault_proxy: Callable[..., FaultProxy]
 ) -> None:
