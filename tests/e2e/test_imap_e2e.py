@@ -14,11 +14,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import select
 
 from config.schema import Settings
 from daemon.app import App
 from daemon.backends.smtp import crlf
-from daemon.store.queries import list_tickets
+from daemon.clock import ManualClock
+from daemon.store.models import OutboxEntry
+from daemon.store.queries import failed_outbox, list_tickets
 from tests.support.dovecot import DovecotServer, dovecot, make_dovecot  # noqa: F401
 from tests.support.faultproxy import FaultProxy, fault_proxy  # noqa: F401
 from tests.support.mail import make_mail
@@ -171,3 +174,43 @@ def test_idle_turns_new_mail_into_an_acknowledged_ticket_within_a_second(
     assert len(acks(smtp_server)) == 5 and len(tickets(app)) == 5
     assert sorted(latencies)[2] < 1.0, latencies  # the median
     assert max(latencies) < 3.0, latencies
+
+
+def outbox(app: App) -> list[OutboxEntry]:
+    """Every outbox row, oldest first (detached copies)."""
+    with app.factory() as session:
+        rows = list(session.scalars(select(OutboxEntry).order_by(OutboxEntry.id)))
+        session.expunge_all()
+        return rows
+
+
+def test_smtp_deferral_is_retried_from_the_outbox_and_a_refusal_is_recorded(
+    served: Callable[..., App],
+    dovecot: DovecotServer,  # noqa: F811
+    smtp_server: SmtpServer,  # noqa: F811
+    clock: ManualClock,
+) -> None:
+    deliver(dovecot, 1)
+    app = served()
+    smtp_server.fail_next(451, n=50)
+    app.runner.run_pass()
+    deferred = outbox(app)
+    assert deferred and smtp_server.received == []
+    for row in deferred:
+        assert row.status == "pending" and row.attempts == 1 and "451 4.3.0" in row.last_error
+        assert row.next_attempt_at > clock.now()  # backoff: not before its time
+    smtp_server.clear_failures()
+    assert app.sender.send_due() == 0
+    clock.advance(minutes=5)
+    assert app.sender.send_due() == len(deferred)
+    assert {r.status for r in outbox(app)} == {"sent"} and len(acks(smtp_server)) == 1
+
+    before = len(outbox(app))
+    dovecot.append(crlf(make_mail(subject="Scanner offline", sender="gone@example.com")))
+    smtp_server.fail_next(550, n=50, stage="RCPT")
+    app.runner.run_pass()
+    refused = outbox(app)[before:]
+    assert refused and all(r.status == "failed" for r in refused)
+    assert all("550 5.1.1 Mailbox unavailable" in r.last_error for r in refused)
+    with app.factory() as session:  # what the status page lists as failed
+        assert {r.id for r in failed_outbox(session)} == {r.id for r in refused}

@@ -79,6 +79,11 @@ class SmtpServer:
         with self._lock:
             self._failures.extend([(stage.upper(), code, reply)] * n)
 
+    def clear_failures(self) -> None:
+        """Forget the faults :meth:`fail_next` queued and not yet used."""
+        with self._lock:
+            self._failures.clear()
+
     def settings(self, **overrides: object) -> OutboundSettings:
         """Plain-SMTP :class:`OutboundSettings` with this server's password user."""
         values: dict[str, object] = {
