@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import ssl
 import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -196,9 +198,9 @@ def _controller(server: SmtpServer, port: int, tls: ssl.SSLContext, implicit: bo
     return Controller(server, **kwargs)
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A capturing aiosmtpd server on 127.0.0.1 (plain + STARTTLS on ``port``, TLS on ``ssl_port``)."""
+@contextmanager
+def running_smtp_server() -> Iterator[SmtpServer]:
+    """Run the capturing servers (plain + STARTTLS on ``port``, TLS on ``ssl_port``); usable outside pytest."""
     folder = Path(tempfile.mkdtemp(prefix="mt-smtpd-"))
     cert, key = write_self_signed(folder)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -217,3 +219,11 @@ def smtp_server() -> Iterator[SmtpServer]:
     finally:
         for c in started:
             c.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A capturing aiosmtpd server on 127.0.0.1 (see :func:`running_smtp_server`)."""
+    with running_smtp_server() as server:
+        yield server
