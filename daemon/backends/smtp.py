@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 RATE_WINDOW = 60.0  # seconds: Exchange Online counts 30 messages per minute per mailbox
 AUTH_CODES = frozenset({530, 535})  # "authentication required/failed": not this message's fault
+FRESH_SECONDS = 5.0  # a connection used this recently is reused without a NOOP first
 BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class _LinkLost(BackendError):
+    """The connection broke mid-transaction: nothing was accepted, worth one new connection."""
 
 
 class SmtpTransport:
@@ -57,14 +62,31 @@ class SmtpTransport:
         self.clock, self.sleep = clock, sleep
         self._smtp: smtplib.SMTP | None = None
         self._sent: deque[float] = deque()  # clock() of recent sends, for the rate cap
+        self._used_at = float("-inf")  # clock() when the connection last answered
 
     # -- the Transport contract ----------------------------------------------------------
     def send(self, mail: OutgoingMail) -> None:
-        """Send ``mail.raw`` unchanged to ``mail.recipients``; see the module doc for errors."""
+        """Send ``mail.raw`` (CRLF line ends) to ``mail.recipients``; see the module doc for errors."""
         self._wait_for_rate()
-        smtp = self._connection()
+        reused = self._smtp is not None
         try:
-            refused = smtp.sendmail(
+            refused = self._transmit(self._connection(), mail)
+        except _LinkLost:
+            if not reused:
+                raise
+            # The kept connection died while idle (server timeout): once more on a new one.
+            refused = self._transmit(self._connection(), mail)
+        self._sent.append(self.clock())
+        self._used_at = self.clock()
+        if refused:
+            # Already accepted for the others: a retry would send them a duplicate.
+            log.warning("SMTP %s: some recipients refused: %s", mail.message_id, _codes(refused))
+        log.info("SMTP sent %s to %d recipient(s)", mail.message_id, len(mail.recipients))
+
+    def _transmit(self, smtp: smtplib.SMTP, mail: OutgoingMail) -> dict[str, tuple[int, bytes]]:
+        """One SMTP transaction; server answers and lost links mapped to our errors."""
+        try:
+            return smtp.sendmail(
                 mail.sender, list(mail.recipients), crlf(mail.raw), self._mail_options(smtp, mail)
             )
         except smtplib.SMTPRecipientsRefused as exc:
@@ -75,17 +97,10 @@ class SmtpTransport:
             raise _by_code(mail, exc.smtp_code, exc.smtp_error) from exc
         except smtplib.SMTPServerDisconnected as exc:
             self._drop()
-            raise BackendError(
-                f"{self._where()} dropped the connection while sending: {exc}"
-            ) from exc
+            raise _LinkLost(f"{self._where()} dropped the connection while sending: {exc}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             self._drop()
-            raise BackendError(f"sending to {self._where()} failed: {self._describe(exc)}") from exc
-        self._sent.append(self.clock())
-        if refused:
-            # Already accepted for the others: a retry would send them a duplicate.
-            log.warning("SMTP %s: some recipients refused: %s", mail.message_id, _codes(refused))
-        log.info("SMTP sent %s to %d recipient(s)", mail.message_id, len(mail.recipients))
+            raise _LinkLost(f"sending to {self._where()} failed: {self._describe(exc)}") from exc
 
     def check(self) -> str:
         """Connect, TLS, authenticate; one line back, or BackendError in plain words."""
@@ -122,6 +137,8 @@ class SmtpTransport:
     # -- connection -----------------------------------------------------------------------
     def _connection(self) -> smtplib.SMTP:
         if self._smtp is not None:
+            if self.clock() - self._used_at < FRESH_SECONDS:
+                return self._smtp  # just used: a NOOP per message would double the round trips
             try:
                 if self._smtp.noop()[0] == 250:
                     return self._smtp

@@ -93,9 +93,25 @@ def test_connection_is_reused_and_rebuilt_after_the_server_drops_it(
         t.send(mail(n))
     assert proxy.accepted == 1
     proxy.cut_all()  # server restart / idle timeout, as the client sees it
-    t.send(mail(4))
+    t.send(mail(4))  # reused at once (no NOOP): the lost link is noticed and replaced
     assert proxy.accepted == 2
-    assert len(smtp_server.received) == 4
+    t.send(mail(5))
+    assert proxy.accepted == 2
+    assert len(smtp_server.received) == 5
+    t.close()
+
+
+def test_a_connection_idle_for_a_while_is_checked_with_noop_first(
+    smtp_server: SmtpServer, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    now = [0.0]
+    proxy = fault_proxy(smtp_server.port)
+    t = SmtpTransport(smtp_server.settings(port=proxy.port), clock=lambda: now[0])
+    t.send(mail(1))
+    proxy.cut_all()
+    now[0] += 60  # idle past FRESH_SECONDS: NOOP finds it dead, a new one is made
+    t.send(mail(2))
+    assert proxy.accepted == 2 and len(smtp_server.received) == 2
     t.close()
 
 
