@@ -230,21 +230,32 @@ def cmd_check_config(args) -> int:
 
 
 # -- parser ---------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser for every command."""
+def _common_options(default: object) -> argparse.ArgumentParser:
+    """``--config``, ``--log-level``, ``--debug``, each with ``default`` as its default."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", help="config file (default: $MAILTRIAGE_CONFIG or ./mailtriage.toml)"
+        "--config",
+        default=default,
+        help="config file (default: $MAILTRIAGE_CONFIG or ./mailtriage.toml)",
     )
     common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level", default=default, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every command."""
     parser = argparse.ArgumentParser(
         prog="mailtriage",
-        parents=[common],
+        parents=[_common_options(argparse.SUPPRESS)],
         description="Help-desk mail daemon: support mail in, tickets out.",
     )
+    parser.set_defaults(config=None, log_level="INFO", debug=False)
+    # The options work before and after the command. A subparser's defaults would
+    # overwrite what was given before the command, so neither level has any.
+    common = _common_options(argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common], help="write a starter config and folders")

@@ -35,7 +35,7 @@ BACKOFF_CAP = timedelta(hours=1)
 # Python 3.11 loses the space between RFC 2047 encoded words when it folds a
 # non-ASCII subject at 78 columns; folding only at RFC 5322's hard limit keeps
 # subjects intact (and every header we build is far shorter than 998).
-POLICY = email.policy.default.clone(max_line_length=998)
+POLICY = email.policy.default.clone(max_line_length=998, linesep="\r\n")
 
 
 @dataclass(frozen=True)
