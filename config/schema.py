@@ -178,6 +178,7 @@ class ApprovalSettings(_Section):
     trust_authentication_results: bool = False
     authserv_id: str | None = None
     allow_delegates: bool = False
+    check_interval_seconds: float = Field(default=300, gt=0)  # reminders and expiry
 
 
 class GuardSettings(_Section):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.base import Classifier, Corrector
 from config.loader import database_url, resolve_path
 from config.schema import DEFAULT_CATEGORIES, Settings
+from daemon.approvals import ApprovalDesk
 from daemon.backends.base import MailboxBackend, Transport
 from daemon.backends.maildir import MaildirBackend, MaildirTransport
 from daemon.clock import Clock, SystemClock
@@ -178,5 +179,5 @@ def build_app(
 
 
 def _extensions(settings, factory, composer, clock) -> tuple:
-    """Pipeline extensions (approval replies); empty until configured."""
-    return ()
+    """Pipeline extensions: reply-to-approve (idle unless a category has approvers)."""
+    return (ApprovalDesk(settings, factory, composer, clock),)

@@ -181,6 +181,8 @@ class Approval(Base):
     decision: Mapped[str] = mapped_column(String(16), default="pending")
     comment: Mapped[str] = mapped_column(Text, default="")
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # A reminder carries a fresh token; the request's stays valid too (same expiry).
+    reminder_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     token_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     requested_at: Mapped[datetime | None] = mapped_column(DateTime)
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime)
