@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from sqlalchemy import select
 
-from daemon.scheduler import run_due
+from daemon.scheduler import run_due, start_scheduler
 from daemon.store.models import Approval, Ticket
 from daemon.store.queries import get_ticket
 from tests.e2e.helpers import acks, mailtriage, sent_mail, tickets
@@ -544,3 +545,20 @@ def test_cli_run_once_from_request_to_assignment(site, inbox) -> None:
     assert [a["decision"] for a in t["approvals"]] == ["approved", "approved"]
     done = mailtriage(site, "ticket", t["id"], "--format", "json")
     assert done.returncode == 0 and '"approval_approved"' in done.stdout
+
+
+def test_apscheduler_runs_the_approval_jobs_on_the_injected_clock(desk, clock) -> None:
+    d = desk(check_interval_seconds=120)
+    tid = d.open_request()
+    scheduler = start_scheduler(d.app)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        for name in ("approval_reminders", "approval_expiry"):
+            assert jobs[name].trigger.interval == timedelta(seconds=120)
+        clock.advance(hours=73)  # the scheduler's wall time does not matter: the app's clock does
+        jobs["approval_expiry"].func()
+    finally:
+        scheduler.shutdown(wait=False)
+    t = d.ticket(tid)
+    assert t["status"] == "rejected" and "approval_expired" in actions(t)
+    assert len(d.sent(REQUESTER, "not approved in time")) == 1  # the job sent the outbox

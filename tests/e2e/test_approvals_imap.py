@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
+from daemon.scheduler import run_due
 from daemon.store.models import Ticket
 from daemon.store.queries import get_ticket
 from tests.e2e.test_approvals import (
@@ -95,3 +96,55 @@ def test_sequential_approval_over_imap_and_smtp(served, dovecot, smtp_server) ->
     assert "fine by me" in result.get_body(("plain",)).get_content()
     assert not any("attacker" in rcpt for r in smtp_server.received for rcpt in r.rcpt_tos)
     assert dovecot.uids() == []  # every mail was processed and moved away
+
+
+def test_any_over_imap_colleague_replay_and_late_answer(served, dovecot, smtp_server) -> None:  # noqa: F811
+    app = served("any")
+    dovecot.append(make_mail(subject="New laptop", body="Mine is broken.", sender=REQUESTER))
+    app.runner.run_pass()
+    [to_boss], [to_cfo] = (_sent(smtp_server, a, "Approval needed") for a in (BOSS, CFO))
+
+    # a colleague who is no approver answers with the boss's token: nothing changes
+    dovecot.append(answer(to_boss, "Approve", sender="colleague@example.com"))
+    app.runner.run_pass()
+    t = _ticket(app)
+    assert t["status"] == "awaiting_approval"
+    assert history(t, "approval_refused")[0]["details"]["reason"] == "not an approver of this step"
+
+    first = answer(to_boss, "Approve - ok")
+    dovecot.append(first)
+    dovecot.append(first.replace(b"Approve - ok", b"Reject", 1))  # same Message-ID: a replay
+    app.runner.run_pass()
+    t = _ticket(app)
+    assert t["status"] == "assigned" and t["assignee"]
+    assert votes(t) == [(1, BOSS, "approved"), (1, CFO, "pending")]
+    assert history(t, "approval_refused")[-1]["details"]["rule"] == "replay"
+
+    # the CFO's request became moot: the late answer is told so, by SMTP
+    dovecot.append(answer(to_cfo, "Reject"))
+    app.runner.run_pass()
+    assert _ticket(app)["status"] == "assigned"
+    assert len(_sent(smtp_server, CFO, "Already decided")) == 1
+    assert len(_sent(smtp_server, REQUESTER, "Request approved")) == 1
+    assert dovecot.uids() == []
+
+
+def test_all_over_imap_expires_on_a_moved_clock(served, dovecot, smtp_server, clock) -> None:  # noqa: F811
+    app = served("all")
+    dovecot.append(make_mail(subject="VPN for a contractor", body="Please.", sender=REQUESTER))
+    app.runner.run_pass()
+    dovecot.append(answer(_sent(smtp_server, BOSS, "Approval needed")[0], "Approved"))
+    app.runner.run_pass()
+    assert _ticket(app)["status"] == "awaiting_approval"  # the CFO must approve too
+
+    clock.advance(hours=25)
+    assert run_due(app) == 1 and app.sender.send_due() == 1
+    assert len(_sent(smtp_server, CFO, "Reminder")) == 1
+    clock.advance(hours=48)
+    run_due(app)
+    app.sender.send_due()
+    t = _ticket(app)
+    assert t["status"] == "rejected" and t["assignee"] is None
+    assert votes(t) == [(1, BOSS, "approved"), (1, CFO, "pending")]
+    assert history(t, "approval_expired")[0]["details"]["waiting_on"] == [CFO]
+    assert len(_sent(smtp_server, REQUESTER, "not approved in time")) == 1
