@@ -44,6 +44,7 @@ T = TypeVar("T")
 FETCH_CHUNK = 50  # UIDs per UID FETCH
 IDLE_REARM_SECONDS = 600.0  # RFC 2177: re-issue IDLE well within the servers' 29-30 minutes
 IDLE_WATCHDOG_SECONDS = 120.0  # silent this long in IDLE: NOOP to prove the link still works
+IDLE_SETTLE_SECONDS = 1.0  # the first watchdog round after entering IDLE (see _start_idle)
 PLACEHOLDER_SUBJECT = "retrieval using the imap4 protocol failed"
 DELETED = b"\\Deleted"
 # Socket-level failures: imaplib's abort (= IMAPClientAbortError), OSError (incl. TLS, timeouts).
@@ -109,6 +110,7 @@ class ImapBackend:
         max_backoff: float = 30.0,
         idle_rearm: float = IDLE_REARM_SECONDS,
         idle_watchdog: float = IDLE_WATCHDOG_SECONDS,
+        idle_settle: float = IDLE_SETTLE_SECONDS,
         fetch_chunk: int = FETCH_CHUNK,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -123,6 +125,7 @@ class ImapBackend:
         self.timeout, self.retries = timeout, retries
         self.backoff, self.max_backoff = backoff, max_backoff
         self.idle_rearm, self.idle_watchdog = idle_rearm, idle_watchdog
+        self.idle_settle = min(idle_settle, idle_watchdog)
         self.fetch_chunk = fetch_chunk
         self.sleep, self.clock = sleep, clock
         self._client: IMAPClient | None = None
@@ -173,7 +176,9 @@ class ImapBackend:
         if self._client is not None and self._idle_since is not None:
             client: IMAPClient | None = self._client  # still idling since the last call
         else:
-            client = self._run("idle", self._start_idle)
+            client, arrived = self._run("idle", self._start_idle)
+            if arrived:
+                return True
         if client is None:
             return self._poll_wait(timeout)
         try:
@@ -474,13 +479,24 @@ class ImapBackend:
         self._folders.add(name)
 
     # -- waiting ----------------------------------------------------------------------------------
-    def _start_idle(self, client: IMAPClient) -> IMAPClient | None:
+    def _start_idle(self, client: IMAPClient) -> tuple[IMAPClient | None, bool]:
+        """Enter IDLE; (client or None when IDLE is not offered, True when mail already came).
+
+        Mail that lands between the last SEARCH and IDLE may never be announced
+        (Dovecot, for one, reports it only with the next change): a NOOP just
+        before IDLE, and a first watchdog round after :data:`IDLE_SETTLE_SECONDS`
+        instead of the full interval, catch it.
+        """
         if not client.has_capability("IDLE"):
-            return None
+            return None, False
         self._select(client, self.settings.folder)
+        _, responses = client.noop()
+        if has_new_mail(list(responses)):
+            return client, True
         client.idle()
-        self._idle_since = self._idle_heard = self.clock()
-        return client
+        self._idle_since = self.clock()
+        self._idle_heard = self._idle_since - self.idle_watchdog + self.idle_settle
+        return client, False
 
     def _end_idle(self, client: IMAPClient) -> list[Any]:
         self._idle_since = None

@@ -196,6 +196,18 @@ def test_idle_wakes_up_promptly_on_new_mail(
     assert [m.raw for m in b.fetch_new(None, 10).mails] == [raw(1)]
 
 
+def test_mail_arriving_between_fetch_and_idle_is_not_missed(
+    dovecot: DovecotServer, backends: Callable[..., ImapBackend]
+) -> None:
+    b = backends(dovecot.settings())
+    assert b.fetch_new(None, 10).mails == []
+    dovecot.append(raw(1))  # after the SEARCH, before IDLE: Dovecot would not announce it
+    started = time.monotonic()
+    assert b.wait_for_new(10) is True
+    assert time.monotonic() - started < 0.5
+    assert [m.raw for m in b.fetch_new(None, 10).mails] == [raw(1)]
+
+
 def test_idle_rearm_and_watchdog_keep_listening(
     dovecot: DovecotServer, backends: Callable[..., ImapBackend], caplog: pytest.LogCaptureFixture
 ) -> None:
