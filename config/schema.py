@@ -175,7 +175,8 @@ class ApprovalSettings(_Section):
     remind_after_hours: float = Field(default=24, gt=0)
     on_expiry: Literal["reject", "escalate"] = "reject"
     plus_address: bool = False
-    trust_authentication_results: bool = False
+    # None: on for a Microsoft 365 mailbox (Graph, or IMAP/EWS at outlook.office365.com)
+    trust_authentication_results: bool | None = None
     authserv_id: str | None = None
     allow_delegates: bool = False
     check_interval_seconds: float = Field(default=300, gt=0)  # reminders and expiry

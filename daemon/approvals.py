@@ -64,6 +64,7 @@ AWAITING = "awaiting_approval"
 KIND = "approval"  # the ledger outcome of an approval reply
 HELP_WINDOW = timedelta(hours=1)
 _TOKEN = re.compile(r"APR-[A-Z2-7]{16}", re.IGNORECASE)
+_MICROSOFT_365_HOSTS = ("outlook.office365.com", "outlook.office.com")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,9 @@ class ApprovalDesk:
         self.composer = composer
         self.clock = clock
         a = settings.approval
-        self.policy = ScreenPolicy(a.allow_delegates, a.trust_authentication_results, a.authserv_id)
+        self.policy = ScreenPolicy(
+            a.allow_delegates, trusts_authentication_results(settings), a.authserv_id
+        )
 
     # -- a new ticket that needs approval ---------------------------------------------------
     def on_new_ticket(self, session: Session, ticket: Ticket, decision: RoutingDecision) -> None:
@@ -677,6 +680,18 @@ class ApprovalDesk:
         )
         with self.factory() as session:
             return sorted(session.scalars(stmt))
+
+
+def trusts_authentication_results(settings: Settings) -> bool:
+    """``[approval] trust_authentication_results``; unset: on for a Microsoft 365 mailbox."""
+    configured = settings.approval.trust_authentication_results
+    if configured is not None:
+        return configured
+    box = settings.mailbox
+    where = f"{box.host or ''} {box.ews_url or ''}".lower()
+    return box.backend == "graph" or (
+        box.backend in ("imap", "ews") and any(h in where for h in _MICROSOFT_365_HOSTS)
+    )
 
 
 # -- store helpers ---------------------------------------------------------------------------------

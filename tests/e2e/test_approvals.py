@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from sqlalchemy import select
 
+from daemon.approvals import trusts_authentication_results
 from daemon.scheduler import run_due, start_scheduler
 from daemon.store.models import Approval, Ticket
 from daemon.store.queries import get_ticket
@@ -562,3 +563,22 @@ def test_apscheduler_runs_the_approval_jobs_on_the_injected_clock(desk, clock) -
     t = d.ticket(tid)
     assert t["status"] == "rejected" and "approval_expired" in actions(t)
     assert len(d.sent(REQUESTER, "not approved in time")) == 1  # the job sent the outbox
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "trusted"),
+    [
+        ({"backend": "maildir"}, False),
+        ({"backend": "imap", "host": "outlook.office365.com", "password": "x"}, True),
+        ({"backend": "imap", "host": "imap.example.com", "password": "x"}, False),
+        ({"backend": "ews", "ews_url": "https://outlook.office365.com/EWS/Exchange.asmx"}, True),
+        ({"backend": "ews", "ews_url": "https://mail.example.com/EWS/Exchange.asmx"}, False),
+    ],
+)
+def test_authentication_results_are_trusted_by_default_only_for_microsoft_365(
+    settings, mailbox, trusted
+) -> None:
+    box = settings.mailbox.model_validate({**settings.mailbox.model_dump(), **mailbox})
+    assert trusts_authentication_results(settings.model_copy(update={"mailbox": box})) is trusted
+    forced = with_approval(settings, (BOSS,), trust_authentication_results=not trusted)
+    assert trusts_authentication_results(forced) is not trusted
