@@ -15,6 +15,7 @@ import datetime as dt
 import http.server
 import itertools
 import json
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -29,15 +30,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from config.schema import OAuth2Settings
-from daemon.backends.base import BackendError
+from daemon.backends.base import BackendError, OutgoingMail
+from daemon.backends.imap import ImapBackend
 from daemon.backends.oauth import (
     GRAPH_SCOPE,
     OUTLOOK_SCOPE,
     MsalTokenProvider,
     xoauth2_string,
 )
-from tests.support.dovecot import write_self_signed
+from daemon.backends.smtp import SmtpTransport
+from tests.support.dovecot import DovecotServer, write_self_signed
 from tests.support.ports import free_port
+from tests.support.smtpd import SmtpServer
 
 TENANT, CLIENT, SECRET = "contoso-tenant", "app-client-id", "app-secret-value"
 
@@ -49,6 +53,7 @@ class TokenEndpoint:
         self.requests: list[dict[str, str]] = []
         self.expires_in = 3599
         self.certificate: x509.Certificate | None = None  # accepted for client assertions
+        self.next_tokens: list[str] = []  # handed out first, then token-1, token-2, ...
         self._ids = itertools.count(1)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.endpoint = self  # type: ignore[attr-defined]
@@ -89,7 +94,9 @@ class TokenEndpoint:
             "token_type": "Bearer",
             "expires_in": self.expires_in,
             "ext_expires_in": self.expires_in,
-            "access_token": f"token-{next(self._ids)}",
+            "access_token": self.next_tokens.pop(0)
+            if self.next_tokens
+            else f"token-{next(self._ids)}",
         }
 
     def _assertion_ok(self, form: dict[str, str]) -> bool:
@@ -295,3 +302,36 @@ def _rsa_certificate() -> tuple[bytes, x509.Certificate]:
         serialization.NoEncryption(),
     ) + cert.public_bytes(serialization.Encoding.PEM)
     return pem, cert
+
+
+def test_xoauth2_through_msal_to_dovecot_and_smtp_keeps_secrets_out_of_debug_logs(
+    entra: TokenEndpoint,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The whole chain: msal client credentials -> token -> XOAUTH2 at real servers."""
+    caplog.set_level(logging.DEBUG)
+    entra.next_tokens = ["revoked-token-7", dovecot.token]  # the first one is refused
+    smtp_server.tokens.add(dovecot.token)
+    provider = MsalTokenProvider(settings(entra), OUTLOOK_SCOPE)
+    dovecot.append(b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n")
+    imap = ImapBackend(dovecot.settings(password=None, oauth2=settings(entra)), provider)
+    assert len(imap.fetch_new(None, 10).mails) == 1
+    imap.close()
+    assert len(entra.requests) == 2  # refreshed once after the refusal
+    smtp = SmtpTransport(smtp_server.settings(password=None), provider)
+    raw = b"From: support@example.com\r\nTo: bob@example.com\r\nSubject: t\r\n\r\nx\r\n"
+    smtp.send(OutgoingMail("<t@x>", "support@example.com", ("bob@example.com",), raw))
+    smtp.close()
+    assert smtp_server.logins[-1] == ("XOAUTH2", smtp_server.user, True)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "AUTHENTICATE **REDACTED**" in text
+    secrets = [SECRET, "revoked-token-7", dovecot.token]
+    secrets += [
+        base64.b64encode(xoauth2_string(user, token).encode()).decode()
+        for user in (dovecot.user, smtp_server.user)
+        for token in ("revoked-token-7", dovecot.token)
+    ]
+    for secret in secrets:
+        assert secret not in text
