@@ -214,3 +214,19 @@ def test_smtp_deferral_is_retried_from_the_outbox_and_a_refusal_is_recorded(
     assert all("550 5.1.1 Mailbox unavailable" in r.last_error for r in refused)
     with app.factory() as session:  # what the status page lists as failed
         assert {r.id for r in failed_outbox(session)} == {r.id for r in refused}
+
+
+def test_poison_mail_goes_to_the_quarantine_folder_and_the_others_flow(
+    served: Callable[..., App],
+    dovecot: DovecotServer,  # noqa: F811
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    deliver(dovecot, 2)
+    poison = b"this is not a mail at all, no headers, just text\r\n"
+    dovecot.append(poison)
+    app = served()
+    stats = app.runner.run_pass()
+    assert stats.quarantined == 1
+    assert dovecot.messages("Quarantine") == [poison]
+    assert dovecot.uids("INBOX") == [] and len(dovecot.uids("Processed")) == 2
+    assert_exactly_once(app, smtp_server, 2)
