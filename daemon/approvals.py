@@ -3,8 +3,10 @@
 :class:`ApprovalDesk` plugs into the pipeline (``on_new_ticket``, ``handle``) and
 the scheduler (``jobs``). The pure half decides: ``routing.replies`` reads the
 reply, ``routing.reply_screen`` refuses mail that may never decide,
-``routing.approval`` is the state machine. This module stores the result and
-writes the mail, inside the pipeline's one transaction.
+``routing.approval`` is the state machine. This module stores the result inside
+the pipeline's one transaction; ``daemon.approval_mail`` writes the mail,
+``daemon.approval_store`` holds the store helpers and ``daemon.approval_jobs``
+the reminders and expiry.
 
 A reply is judged in this order (the first failing check is recorded in the
 ticket's history as ``approval_refused`` with its reason, and changes nothing):
@@ -24,46 +26,47 @@ request becomes moot, and on completion or expiry.
 from __future__ import annotations
 
 import logging
-import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.schema import Settings
+from daemon.approval_jobs import ApprovalJobs
+from daemon.approval_mail import ApprovalMailer
+from daemon.approval_store import (
+    AWAITING,
+    add_event,
+    approval_rows,
+    bare_address,
+    clear_tokens,
+    holds_token,
+    is_pending,
+    iso_z,
+    lock_ticket,
+    progress_of,
+    redact_tokens,
+    weighted_load,
+)
 from daemon.clock import Clock
 from daemon.guards import Verdict
 from daemon.notify import Composer, Threading
-from daemon.parse import InboundMessage, sanitize_header
-from daemon.pipeline import OPEN_STATUSES, SYSTEM_ACTOR, Outcome
-from daemon.store.models import Approval, Event, OutboxEntry, Ticket
+from daemon.parse import InboundMessage
+from daemon.pipeline import SYSTEM_ACTOR, Outcome
+from daemon.store.models import Approval, Ticket
 from daemon.threads import ThreadMatch
-from routing.approval import (
-    ApprovalProgress,
-    Transition,
-    VoteState,
-    decide,
-    expire,
-    expires_at,
-    remind_at,
-    steps_from_rows,
-)
+from routing.approval import Transition, VoteState, decide, expires_at
 from routing.facts import ApprovalStep, RoutingDecision
 from routing.replies import ReplyDecision, extract_new_text, parse_decision
 from routing.reply_screen import ReplyFacts, ScreenPolicy, screen
-from routing.route import PRIORITY_WEIGHT, Draft, assign
-from routing.tokens import find_token, hash_token, new_token, single_address
+from routing.route import Draft, assign
+from routing.tokens import find_token, hash_token, new_token
 
 log = logging.getLogger(__name__)
 
-AWAITING = "awaiting_approval"
 KIND = "approval"  # the ledger outcome of an approval reply
-HELP_WINDOW = timedelta(hours=1)
-_TOKEN = re.compile(r"APR-[A-Z2-7]{16}", re.IGNORECASE)
 _MICROSOFT_365_HOSTS = ("outlook.office365.com", "outlook.office.com")
 
 
@@ -106,6 +109,7 @@ class ApprovalDesk:
         self.factory = factory
         self.composer = composer
         self.clock = clock
+        self.mailer = ApprovalMailer(settings, composer)
         a = settings.approval
         self.policy = ScreenPolicy(
             a.allow_delegates, trusts_authentication_results(settings), a.authserv_id
@@ -119,7 +123,7 @@ class ApprovalDesk:
             return
         policy = self._policy(ticket.category, steps)
         for step in steps:
-            for approver in dict.fromkeys(_bare(a) for a in step.approvers):
+            for approver in dict.fromkeys(bare_address(a) for a in step.approvers):
                 session.add(
                     Approval(
                         ticket_id=ticket.id,
@@ -143,9 +147,9 @@ class ApprovalDesk:
 
     def _ask(self, session: Session, ticket: Ticket, step: int, now: datetime) -> None:
         """Issue tokens to ``step``'s approvers (only now: it is their turn) and mail them."""
-        every = _rows(session, ticket.id)
+        every = approval_rows(session, ticket.id)
         count = max(r.step for r in every)
-        rows = [r for r in every if r.step == step and _is_pending(r)]
+        rows = [r for r in every if r.step == step and is_pending(r)]
         for row in rows:
             token = new_token()
             row.token_hash = hash_token(token)
@@ -153,8 +157,8 @@ class ApprovalDesk:
             row.requested_at = now
             row.reminded_at = None
             row.token_expires_at = expires_at(now, self.settings.approval)
-            self._mail_request(session, ticket, row, token, "approval_request", count)
-        _event(
+            self.mailer.request(session, ticket, row, token, "approval_request", count)
+        add_event(
             session,
             ticket.id,
             SYSTEM_ACTOR,
@@ -164,55 +168,8 @@ class ApprovalDesk:
             of=count,
             approvers=[r.approver for r in rows],
             mode=rows[0].mode if rows else "",
-            expires_at=_iso(expires_at(now, self.settings.approval)),
+            expires_at=iso_z(expires_at(now, self.settings.approval)),
         )
-
-    def _mail_request(
-        self,
-        session: Session,
-        ticket: Ticket,
-        row: Approval,
-        token: str,
-        kind: str,
-        step_count: int,
-        thread: Threading = Threading(),
-    ) -> None:
-        out = self.composer.compose(
-            session,
-            kind,
-            ticket,
-            [row.approver],
-            thread,
-            "auto-generated",
-            step=row.step,
-            step_count=step_count,
-            mode=row.mode,
-            requested_at=row.requested_at,
-            **self._answer_context(ticket, row.approver, token, row.token_expires_at),
-        )
-        if self.settings.approval.plus_address:
-            _set_reply_to(out, self._reply_address(token))
-
-    def _answer_context(
-        self, ticket: Ticket, approver: str, token: str | None, expiry: datetime | None
-    ) -> dict:
-        """What approval_answer.*.j2 needs: where to answer, the buttons, the expiry."""
-        address = self._reply_address(token)
-        return {
-            "token": token,
-            "approver": approver,
-            "reply_address": address,
-            "approve_link": _mailto(address, "APPROVE", ticket.id, token) if token else "",
-            "reject_link": _mailto(address, "REJECT", ticket.id, token) if token else "",
-            "expires_at": expiry,
-        }
-
-    def _reply_address(self, token: str | None) -> str:
-        base = self.settings.outbound.reply_to or self.settings.mailbox.support_address
-        if not (token and self.settings.approval.plus_address):
-            return base
-        local, _, domain = self.settings.mailbox.support_address.partition("@")
-        return f"{local}+{token}@{domain}"
 
     # -- an inbound mail ----------------------------------------------------------------------
     def handle(
@@ -231,7 +188,7 @@ class ApprovalDesk:
         if claim.ticket_id is None:
             log.info("approval reply %s: unknown token, no ticket", msg.message_id or "?")
             return Outcome(KIND, None, "unknown approval token", hits)
-        ticket = _lock(session, claim.ticket_id)
+        ticket = lock_ticket(session, claim.ticket_id)
         assert ticket is not None  # found a moment ago; tickets are never deleted
         new_text = extract_new_text(msg.text, msg.html)
         reply = Reply(
@@ -257,7 +214,7 @@ class ApprovalDesk:
         )
         token = find_token(msg.subject, addresses) or find_token("", f"{msg.text}\n{msg.html}")
         ticket = match.ticket if match is not None else None
-        rows = _rows(session, ticket.id) if ticket is not None else []
+        rows = approval_rows(session, ticket.id) if ticket is not None else []
         if token is not None:
             digest = hash_token(token)
             stmt = select(Approval).where(
@@ -290,7 +247,7 @@ class ApprovalDesk:
             if screening.rule == "automatic":
                 reason += f" ({', '.join(reply.verdict.hits)})"
             return self._refuse(session, ticket, reply, screening.rule or "", reason)
-        rows = _rows(session, ticket.id)  # read again under the ticket lock
+        rows = approval_rows(session, ticket.id)  # read again under the ticket lock
         if msg.message_id and any(r.decision_message_id == msg.message_id for r in rows):
             return self._refuse(
                 session, ticket, reply, "replay", "this message was already counted"
@@ -302,7 +259,7 @@ class ApprovalDesk:
             mine = any(r.approver == msg.sender for r in rows)
             why = "the token was issued to another approver" if mine else "not an approver"
             return self._refuse(session, ticket, reply, "sender", f"{why} of this step")
-        if not _holds(row, claim.token) or ticket.status != AWAITING:
+        if not holds_token(row, claim.token) or ticket.status != AWAITING:
             return self._already_decided(session, ticket, reply)
         if row.token_expires_at is not None and row.token_expires_at <= reply.now:
             return self._refuse(session, ticket, reply, "expired", "the approval token expired")
@@ -319,7 +276,7 @@ class ApprovalDesk:
         if not mine:
             rule, why = ("token", "unknown approval token") if reply.token else ("sender", "")
             return self._refuse(session, ticket, reply, rule, why or "not an approver")
-        progress = _progress(rows)
+        progress = progress_of(rows)
         if ticket.status != AWAITING or any(
             r.decision != VoteState.PENDING or progress.step_outcome(r.step) != VoteState.PENDING
             for r in mine
@@ -345,11 +302,11 @@ class ApprovalDesk:
         """Apply a valid decision: the state machine, then the conditional update."""
         word = reply.decision.decision
         assert word is not None and reply.token is not None
-        transition = decide(_progress(rows), row.step, row.approver, word, reply.now)
+        transition = decide(progress_of(rows), row.step, row.approver, word, reply.now)
         if not transition.accepted or not self._store_vote(session, row, reply):
             return self._already_decided(session, ticket, reply)
         action = "approval_approved" if word == "approve" else "approval_rejected"
-        _event(
+        add_event(
             session,
             ticket.id,
             row.approver,
@@ -396,10 +353,10 @@ class ApprovalDesk:
     ) -> None:
         """What an accepted vote does: withdraw moot requests, ask the next step, or finish."""
         if transition.moot:
-            _clear_tokens(session, ticket.id, step=row.step, approvers=transition.moot)
+            clear_tokens(session, ticket.id, step=row.step, approvers=transition.moot)
         if not transition.step_completed:
             return
-        _event(
+        add_event(
             session, ticket.id, SYSTEM_ACTOR, "approval_step_completed", reply.now, step=row.step
         )
         comment = reply.decision.comment
@@ -407,12 +364,12 @@ class ApprovalDesk:
             self._ask(session, ticket, transition.ask.index, reply.now)
         elif transition.outcome == "approved":
             why = f"approved by {row.approver}"
-            self._grant(session, ticket, reply.now, "approved", row.approver, comment, why)
+            self.grant(session, ticket, reply.now, "approved", row.approver, comment, why)
         elif transition.outcome == "rejected":
-            self._close(session, ticket, reply.now, "rejected", row.approver, comment)
+            self.reject_ticket(session, ticket, reply.now, "rejected", row.approver, comment)
 
     # -- the ticket's approval is over ----------------------------------------------------------
-    def _grant(
+    def grant(
         self,
         session: Session,
         ticket: Ticket,
@@ -423,16 +380,16 @@ class ApprovalDesk:
         why: str,
     ) -> None:
         """Approved (or escalated on expiry): route to the team as a new ticket would be."""
-        _clear_tokens(session, ticket.id)
+        clear_tokens(session, ticket.id)
         draft = Draft(team=ticket.team, priority=ticket.priority)
-        ticket.assignee = assign(ticket.team, self.settings, _load(session), draft)
+        ticket.assignee = assign(ticket.team, self.settings, weighted_load(session), draft)
         ticket.status = "assigned" if ticket.assignee else "new"
         ticket.sla_due_at = now + timedelta(hours=self.settings.sla.hours_for(ticket.priority))
         ticket.updated_at = now
         action = "escalated" if outcome == "escalated" else "approval_completed"
-        _event(session, ticket.id, SYSTEM_ACTOR, action, now, outcome=outcome, reason=why)
+        add_event(session, ticket.id, SYSTEM_ACTOR, action, now, outcome=outcome, reason=why)
         if ticket.assignee:
-            _event(session, ticket.id, SYSTEM_ACTOR, "assigned", now, assignee=ticket.assignee)
+            add_event(session, ticket.id, SYSTEM_ACTOR, "assigned", now, assignee=ticket.assignee)
         team = self.settings.team(ticket.team) if ticket.team else None
         to = [ticket.assignee] if ticket.assignee else (team.members if team else [])
         if to:
@@ -440,9 +397,9 @@ class ApprovalDesk:
             self.composer.compose(
                 session, "assigned", ticket, to, Threading(), "auto-generated", reasons=reasons
             )
-        self._tell_requester(session, ticket, now, outcome, approver, comment)
+        self.mailer.tell_requester(session, ticket, now, outcome, approver, comment)
 
-    def _close(
+    def reject_ticket(
         self,
         session: Session,
         ticket: Ticket,
@@ -452,39 +409,11 @@ class ApprovalDesk:
         comment: str,
     ) -> None:
         """Rejected (or expired with on_expiry = reject): the ticket is closed as rejected."""
-        _clear_tokens(session, ticket.id)
+        clear_tokens(session, ticket.id)
         ticket.status = "rejected"
         ticket.updated_at = now
-        _event(session, ticket.id, SYSTEM_ACTOR, "approval_completed", now, outcome=outcome)
-        self._tell_requester(session, ticket, now, outcome, approver, comment)
-
-    def _tell_requester(
-        self,
-        session: Session,
-        ticket: Ticket,
-        now: datetime,
-        outcome: str,
-        approver: str | None,
-        comment: str,
-    ) -> None:
-        # Only a requester who was acknowledged may get mail (no answers to lists or robots).
-        acked = select(Event.id).where(Event.ticket_id == ticket.id, Event.action == "acknowledged")
-        if session.scalars(acked.limit(1)).first() is None:
-            return
-        source = ticket.source_message_id or None
-        thread = Threading(source, (source,) if source else ())
-        self.composer.compose(
-            session,
-            "approval_result",
-            ticket,
-            [ticket.requester],
-            thread,
-            "auto-replied",
-            outcome=outcome,
-            approver=approver,
-            comment=comment,
-        )
-        _event(session, ticket.id, SYSTEM_ACTOR, "requester_told", now, outcome=outcome)
+        add_event(session, ticket.id, SYSTEM_ACTOR, "approval_completed", now, outcome=outcome)
+        self.mailer.tell_requester(session, ticket, now, outcome, approver, comment)
 
     # -- refusals and short answers ---------------------------------------------------------------
     def _refuse(
@@ -497,7 +426,7 @@ class ApprovalDesk:
         **details,
     ) -> str:
         """Record a reply that does not count: nothing changes."""
-        _event(
+        add_event(
             session,
             ticket.id,
             reply.actor,
@@ -505,7 +434,7 @@ class ApprovalDesk:
             reply.now,
             rule=rule,
             reason=reason,
-            subject=_redact(reply.msg.subject),
+            subject=redact_tokens(reply.msg.subject),
             message_id=reply.msg.message_id,
             **details,
         )
@@ -529,7 +458,7 @@ class ApprovalDesk:
     ) -> str:
         """No decision in the reply: one short, rate-limited answer saying how to answer."""
         sent = self._answer(session, ticket, reply, reason, row, state="awaiting approval")
-        _event(
+        add_event(
             session,
             ticket.id,
             reply.actor,
@@ -537,7 +466,7 @@ class ApprovalDesk:
             reply.now,
             reason="no decision: the first word is not APPROVE or REJECT",
             help_sent=sent,
-            subject=_redact(reply.msg.subject),
+            subject=redact_tokens(reply.msg.subject),
             message_id=reply.msg.message_id,
         )
         return f"ignored ({reason}); help {'sent' if sent else 'rate-limited'}"
@@ -551,135 +480,15 @@ class ApprovalDesk:
         row: Approval | None,
         state: str,
     ) -> bool:
-        """Send a short approval_help mail to the sender, unless rate-limited; True if sent."""
-        to = reply.msg.sender
-        if not to or not self._may_answer(session, to, ticket.id, reply.now):
-            return False
-        # Repeat the token only to the approver it was issued to, for a request still open.
-        token = reply.token if row is not None and _holds(row, reply.token) else None
-        expiry = row.token_expires_at if row is not None and token else None
-        context = self._answer_context(ticket, to, token, expiry)
-        msg = reply.msg
-        thread = Threading(msg.message_id or None, (*msg.references, msg.message_id))
-        self.composer.compose(
-            session, "approval_help", ticket, [to], thread, reason=reason, state=state, **context
+        """One short, rate-limited answer to the reply's sender; True if it was written."""
+        return self.mailer.help(
+            session, ticket, reply.msg, reply.token, row, reply.now, reason=reason, state=state
         )
-        return True
 
-    def _may_answer(self, session: Session, to: str, ticket_id: str, now: datetime) -> bool:
-        """At most one short answer per approver and ticket an hour, and the guards' hourly cap."""
-        stmt = select(OutboxEntry.recipients, OutboxEntry.ticket_id).where(
-            OutboxEntry.kind == "approval_help", OutboxEntry.created_at > now - HELP_WINDOW
-        )
-        mine = [
-            t for recipients, t in session.execute(stmt) if to in (r.lower() for r in recipients)
-        ]
-        if ticket_id in mine:
-            return False
-        return len(mine) < self.settings.guards.polite_reply_per_hour
-
-    # -- scheduled jobs -------------------------------------------------------------------------------
+    # -- scheduled jobs ---------------------------------------------------------------------
     def jobs(self) -> list:
-        """The periodic jobs: (name, function of (app, now), interval seconds)."""
-        every = self.settings.approval.check_interval_seconds
-        return [
-            ("approval_reminders", self.send_reminders, every),
-            ("approval_expiry", self.expire_requests, every),
-        ]
-
-    def send_reminders(self, app: object, now: datetime) -> int:
-        """Remind pending approvers of the current step once per ``remind_after_hours``."""
-        cfg = self.settings.approval
-        since = now - timedelta(hours=cfg.remind_after_hours)
-        last = func.coalesce(Approval.reminded_at, Approval.requested_at)
-        sent = 0
-        for ticket_id in self._candidates(now, last <= since, Approval.token_expires_at > now):
-            with self.factory() as session, session.begin():
-                ticket = _lock(session, ticket_id, skip_locked=True)
-                if ticket is None or ticket.status != AWAITING:
-                    continue
-                rows = _rows(session, ticket_id)
-                count = max(r.step for r in rows)
-                for row in rows:
-                    if (
-                        _is_live(row, now)
-                        and remind_at(row.reminded_at or row.requested_at, cfg) <= now
-                    ):
-                        self._remind(session, ticket, row, count, now)
-                        sent += 1
-        if sent:
-            log.info("approval reminders: %d sent", sent)
-        return sent
-
-    def _remind(
-        self, session: Session, ticket: Ticket, row: Approval, count: int, now: datetime
-    ) -> None:
-        # The reminder carries a fresh token; the request's stays valid until the same expiry.
-        token = new_token()
-        row.reminder_token_hash = hash_token(token)
-        row.reminded_at = now
-        request = _request_message_id(session, ticket.id, row.approver)
-        thread = Threading(request, (request,)) if request else Threading()
-        self._mail_request(session, ticket, row, token, "approval_reminder", count, thread)
-        _event(
-            session,
-            ticket.id,
-            SYSTEM_ACTOR,
-            "approval_reminded",
-            now,
-            step=row.step,
-            to=row.approver,
-        )
-
-    def expire_requests(self, app: object, now: datetime) -> int:
-        """End approvals whose current requests ran out of time: reject or escalate."""
-        on_expiry = self.settings.approval.on_expiry
-        done = 0
-        for ticket_id in self._candidates(now, Approval.token_expires_at <= now):
-            with self.factory() as session, session.begin():
-                ticket = _lock(session, ticket_id, skip_locked=True)
-                if ticket is None or ticket.status != AWAITING:
-                    continue
-                rows = _rows(session, ticket_id)
-                if all(_is_live(r, now) or not r.token_hash for r in rows):
-                    continue
-                transition = expire(_progress(rows), now, on_expiry)
-                if not transition.accepted:
-                    continue
-                _event(
-                    session,
-                    ticket.id,
-                    SYSTEM_ACTOR,
-                    "approval_expired",
-                    now,
-                    waiting_on=list(transition.moot),
-                    on_expiry=on_expiry,
-                )
-                if transition.outcome == "escalated":
-                    why = "approval expired without a decision: the team decides"
-                    self._grant(session, ticket, now, "escalated", None, "", why)
-                else:
-                    self._close(session, ticket, now, "expired", None, "")
-                done += 1
-        if done:
-            log.info("approval expiry: %d ticket(s) %s", done, on_expiry)
-        return done
-
-    def _candidates(self, now: datetime, *conditions) -> list[str]:
-        """Tickets awaiting approval with a live token meeting ``conditions`` (checked again later)."""
-        stmt = (
-            select(Approval.ticket_id)
-            .join(Ticket, Ticket.id == Approval.ticket_id)
-            .where(
-                Ticket.status == AWAITING,
-                Approval.decision == VoteState.PENDING.value,
-                Approval.token_hash.is_not(None),
-                *conditions,
-            )
-            .distinct()
-        )
-        with self.factory() as session:
-            return sorted(session.scalars(stmt))
+        """The periodic jobs (reminders, expiry): see ``daemon.approval_jobs``."""
+        return ApprovalJobs(self).jobs()
 
 
 def trusts_authentication_results(settings: Settings) -> bool:
@@ -694,137 +503,8 @@ def trusts_authentication_results(settings: Settings) -> bool:
     )
 
 
-# -- store helpers ---------------------------------------------------------------------------------
-
-
-def _lock(session: Session, ticket_id: str, skip_locked: bool = False) -> Ticket | None:
-    """The ticket, locked for this transaction and read fresh (what another worker committed)."""
-    stmt = (
-        select(Ticket)
-        .where(Ticket.id == ticket_id)
-        .with_for_update(skip_locked=skip_locked)
-        .execution_options(populate_existing=True)
-    )
-    return session.scalars(stmt).first()
-
-
-def _rows(session: Session, ticket_id: str) -> list[Approval]:
-    stmt = (
-        select(Approval)
-        .where(Approval.ticket_id == ticket_id)
-        .order_by(Approval.step, Approval.id)
-        .execution_options(populate_existing=True)
-    )
-    return list(session.scalars(stmt))
-
-
-def _progress(rows: Sequence[Approval]) -> ApprovalProgress:
-    data = [(r.step, r.approver, r.decision, r.decided_at) for r in rows]
-    return ApprovalProgress.from_rows(steps_from_rows(data, rows[0].mode), data)
-
-
-def _clear_tokens(
-    session: Session, ticket_id: str, step: int | None = None, approvers: Sequence[str] = ()
-) -> None:
-    """Withdraw pending requests: their tokens stop working."""
-    stmt = update(Approval).where(
-        Approval.ticket_id == ticket_id, Approval.decision == VoteState.PENDING.value
-    )
-    if step is not None:
-        stmt = stmt.where(Approval.step == step)
-    if approvers:
-        stmt = stmt.where(Approval.approver.in_([_bare(a) for a in approvers]))
-    session.execute(stmt.values(token_hash=None, reminder_token_hash=None))
-
-
-def _load(session: Session) -> dict[str, int]:
-    """Weighted open tickets per assignee (as the pipeline computes it for new tickets)."""
-    stmt = (
-        select(Ticket.assignee, Ticket.priority, func.count())
-        .where(Ticket.status.in_(OPEN_STATUSES), Ticket.assignee.is_not(None))
-        .group_by(Ticket.assignee, Ticket.priority)
-    )
-    load: dict[str, int] = defaultdict(int)
-    for assignee, priority, n in session.execute(stmt):
-        load[str(assignee).lower()] += PRIORITY_WEIGHT.get(priority, 1) * int(n)
-    return load
-
-
-def _request_message_id(session: Session, ticket_id: str, approver: str) -> str | None:
-    stmt = (
-        select(OutboxEntry.message_id, OutboxEntry.recipients)
-        .where(OutboxEntry.ticket_id == ticket_id, OutboxEntry.kind == "approval_request")
-        .order_by(OutboxEntry.id.desc())
-    )
-    return next((m for m, to in session.execute(stmt) if approver in to), None)
-
-
-def _event(
-    session: Session, ticket_id: str, actor: str, action: str, at: datetime, **details
-) -> None:
-    session.add(Event(ticket_id=ticket_id, at=at, actor=actor, action=action, details=details))
-
-
-# -- small predicates and formats ------------------------------------------------------------------
-
-
 def _automatic(verdict: Verdict) -> tuple[str, ...]:
     """The guard rules that make the mail automatic; a bad From is the "from" rule's to judge."""
     if verdict.may_answer:
         return ()
     return tuple(hit for hit in verdict.hits if hit != "no-sender")
-
-
-def _is_pending(row: Approval) -> bool:
-    return row.decision == VoteState.PENDING.value
-
-
-def _is_live(row: Approval, now: datetime) -> bool:
-    """A pending request whose token still works."""
-    expiry = row.token_expires_at
-    return _is_pending(row) and bool(row.token_hash) and (expiry is None or expiry > now)
-
-
-def _holds(row: Approval, token: str | None) -> bool:
-    """True if ``token`` is one of the row's live tokens (request or reminder)."""
-    if not token or not _is_pending(row):
-        return False
-    digest = hash_token(token)
-    return digest in (row.token_hash, row.reminder_token_hash)
-
-
-def _bare(address: str) -> str:
-    return (single_address(address) or address).strip().lower()
-
-
-def _redact(text: str) -> str:
-    """History is shown on the status page: tokens are bearer secrets, keep them out."""
-    return _TOKEN.sub("APR-[redacted]", text)
-
-
-def _iso(value: datetime) -> str:
-    return value.replace(microsecond=0).isoformat() + "Z"
-
-
-def _mailto(address: str, word: str, ticket_id: str, token: str) -> str:
-    """A mailto: link whose subject and first line carry the decision (RFC 6068 encoding)."""
-    subject = quote(f"{word} [{ticket_id}] [{token}]", safe="")
-    body = quote(f"{word}\r\n\r\n", safe="")
-    return f"mailto:{address}?subject={subject}&body={body}"
-
-
-def _set_reply_to(out: OutboxEntry, address: str) -> None:
-    """Replace the Reply-To of a composed mail, leaving every other byte as rendered."""
-    # The composer knows one Reply-To for all mail; a plus-addressed one is per request.
-    eol = b"\r\n" if out.raw.find(b"\r\n") == out.raw.find(b"\n") - 1 else b"\n"
-    head, sep, body = out.raw.partition(eol + eol)
-    kept: list[bytes] = []
-    skipping = False
-    for line in head.split(eol):
-        if line[:1] in (b" ", b"\t") and skipping:
-            continue  # a folded continuation of the Reply-To we drop
-        skipping = line.lower().startswith(b"reply-to:")
-        if not skipping:
-            kept.append(line)
-    kept.append(b"Reply-To: " + sanitize_header(address).encode("ascii", "replace"))
-    out.raw = eol.join(kept) + sep + body

@@ -1,0 +1,130 @@
+"""Store helpers of reply-to-approve: locks, approval rows, tokens, history lines.
+
+Used inside the pipeline's transaction (``daemon.approvals``) and the scheduled
+jobs (``daemon.approval_jobs``); nothing here commits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from daemon.pipeline import OPEN_STATUSES
+from daemon.store.models import Approval, Event, OutboxEntry, Ticket
+from routing.approval import ApprovalProgress, VoteState, steps_from_rows
+from routing.route import PRIORITY_WEIGHT
+from routing.tokens import hash_token, single_address
+
+AWAITING = "awaiting_approval"
+_TOKEN = re.compile(r"APR-[A-Z2-7]{16}", re.IGNORECASE)
+
+
+def lock_ticket(session: Session, ticket_id: str, skip_locked: bool = False) -> Ticket | None:
+    """The ticket, locked for this transaction and read fresh (what another worker committed)."""
+    stmt = (
+        select(Ticket)
+        .where(Ticket.id == ticket_id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).first()
+
+
+def approval_rows(session: Session, ticket_id: str) -> list[Approval]:
+    """The ticket's approval rows by step, read fresh."""
+    stmt = (
+        select(Approval)
+        .where(Approval.ticket_id == ticket_id)
+        .order_by(Approval.step, Approval.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def progress_of(rows: Sequence[Approval]) -> ApprovalProgress:
+    """The state machine's view of ``rows``."""
+    data = [(r.step, r.approver, r.decision, r.decided_at) for r in rows]
+    return ApprovalProgress.from_rows(steps_from_rows(data, rows[0].mode), data)
+
+
+def clear_tokens(
+    session: Session, ticket_id: str, step: int | None = None, approvers: Sequence[str] = ()
+) -> None:
+    """Withdraw pending requests: their tokens stop working."""
+    stmt = update(Approval).where(
+        Approval.ticket_id == ticket_id, Approval.decision == VoteState.PENDING.value
+    )
+    if step is not None:
+        stmt = stmt.where(Approval.step == step)
+    if approvers:
+        stmt = stmt.where(Approval.approver.in_([bare_address(a) for a in approvers]))
+    session.execute(stmt.values(token_hash=None, reminder_token_hash=None))
+
+
+def weighted_load(session: Session) -> dict[str, int]:
+    """Weighted open tickets per assignee (as the pipeline computes it for new tickets)."""
+    stmt = (
+        select(Ticket.assignee, Ticket.priority, func.count())
+        .where(Ticket.status.in_(OPEN_STATUSES), Ticket.assignee.is_not(None))
+        .group_by(Ticket.assignee, Ticket.priority)
+    )
+    load: dict[str, int] = defaultdict(int)
+    for assignee, priority, n in session.execute(stmt):
+        load[str(assignee).lower()] += PRIORITY_WEIGHT.get(priority, 1) * int(n)
+    return load
+
+
+def request_message_id(session: Session, ticket_id: str, approver: str) -> str | None:
+    """The Message-ID of the latest approval request mailed to ``approver``."""
+    stmt = (
+        select(OutboxEntry.message_id, OutboxEntry.recipients)
+        .where(OutboxEntry.ticket_id == ticket_id, OutboxEntry.kind == "approval_request")
+        .order_by(OutboxEntry.id.desc())
+    )
+    return next((m for m, to in session.execute(stmt) if approver in to), None)
+
+
+def add_event(
+    session: Session, ticket_id: str, actor: str, action: str, at: datetime, **details
+) -> None:
+    """Append one line to the ticket's history."""
+    session.add(Event(ticket_id=ticket_id, at=at, actor=actor, action=action, details=details))
+
+
+def is_pending(row: Approval) -> bool:
+    """True while nobody has decided ``row``."""
+    return row.decision == VoteState.PENDING.value
+
+
+def is_live(row: Approval, now: datetime) -> bool:
+    """A pending request whose token still works."""
+    expiry = row.token_expires_at
+    return is_pending(row) and bool(row.token_hash) and (expiry is None or expiry > now)
+
+
+def holds_token(row: Approval, token: str | None) -> bool:
+    """True if ``token`` is one of the row's live tokens (request or reminder)."""
+    if not token or not is_pending(row):
+        return False
+    digest = hash_token(token)
+    return digest in (row.token_hash, row.reminder_token_hash)
+
+
+def bare_address(address: str) -> str:
+    """The lower-case bare address of ``address`` (as approvers are stored)."""
+    return (single_address(address) or address).strip().lower()
+
+
+def redact_tokens(text: str) -> str:
+    """History is shown on the status page: tokens are bearer secrets, keep them out."""
+    return _TOKEN.sub("APR-[redacted]", text)
+
+
+def iso_z(value: datetime) -> str:
+    """``value`` (naive UTC) as ISO 8601 with a ``Z``, whole seconds."""
+    return value.replace(microsecond=0).isoformat() + "Z"
