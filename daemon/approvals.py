@@ -67,6 +67,7 @@ from routing.tokens import find_token, hash_token, new_token
 log = logging.getLogger(__name__)
 
 KIND = "approval"  # the ledger outcome of an approval reply
+_NOT_AUTOMATIC = ("no-sender", "suppress-auto-response")
 _MICROSOFT_365_HOSTS = ("outlook.office365.com", "outlook.office.com")
 
 
@@ -481,6 +482,8 @@ class ApprovalDesk:
         state: str,
     ) -> bool:
         """One short, rate-limited answer to the reply's sender; True if it was written."""
+        if not reply.verdict.may_answer:
+            return False  # the sender asked for no automatic answers
         return self.mailer.help(
             session, ticket, reply.msg, reply.token, row, reply.now, reason=reason, state=state
         )
@@ -504,7 +507,12 @@ def trusts_authentication_results(settings: Settings) -> bool:
 
 
 def _automatic(verdict: Verdict) -> tuple[str, ...]:
-    """The guard rules that make the mail automatic; a bad From is the "from" rule's to judge."""
+    """The guard rules that make the mail automatic.
+
+    A bad From is the "from" rule's to judge; ``X-Auto-Response-Suppress`` asks
+    for no automatic answer (Outlook and CRMs set it on people's mail too): the
+    reply may decide, it only gets no help mail.
+    """
     if verdict.may_answer:
         return ()
-    return tuple(hit for hit in verdict.hits if hit != "no-sender")
+    return tuple(hit for hit in verdict.hits if hit not in _NOT_AUTOMATIC)

@@ -582,3 +582,15 @@ def test_authentication_results_are_trusted_by_default_only_for_microsoft_365(
     assert trusts_authentication_results(settings.model_copy(update={"mailbox": box})) is trusted
     forced = with_approval(settings, (BOSS,), trust_authentication_results=not trusted)
     assert trusts_authentication_results(forced) is not trusted
+
+
+def test_a_reply_asking_for_no_auto_response_decides_but_gets_no_help(desk) -> None:
+    d = desk(approvers=(BOSS,))
+    tid = d.open_request()
+    [req] = d.requests(BOSS)
+    d.run(answer(req, "Let me think", X_Auto_Response_Suppress="All"))
+    t = d.ticket(tid)
+    assert history(t, "approval_ignored")[0]["details"]["help_sent"] is False
+    assert d.sent(BOSS, "How to answer") == []
+    d.run(answer(req, "Approve", X_Auto_Response_Suppress="All"))
+    assert d.ticket(tid)["status"] == "assigned"
