@@ -141,6 +141,13 @@ class TeamSettings(_Section):
     unavailable: list[str] = Field(default_factory=list)
 
 
+class ApprovalStepSettings(_Section):
+    """One step of a multi-step approval: its approvers and how they decide."""
+
+    approvers: list[str] = Field(min_length=1)
+    approval: Literal["all", "any"] = "all"
+
+
 class CategorySettings(_Section):
     """A category of the taxonomy: its team and approval policy."""
 
@@ -150,7 +157,20 @@ class CategorySettings(_Section):
     keywords: list[str] = Field(default_factory=list)
     approvers: list[str] = Field(default_factory=list)
     approval: Literal["all", "any", "sequential"] = "all"
+    # Steps one after another, each with its own approvers and rule (instead of approvers).
+    approval_steps: list[ApprovalStepSettings] = Field(default_factory=list)
     min_priority: Literal["critical", "high", "medium", "low"] | None = None
+
+    @model_validator(mode="after")
+    def _one_approval_policy(self) -> CategorySettings:
+        if self.approvers and self.approval_steps:
+            raise ValueError("approval_steps: give either approvers or approval_steps, not both")
+        return self
+
+    @property
+    def needs_approval(self) -> bool:
+        """True if tickets of this category wait for approval."""
+        return bool(self.approvers or self.approval_steps)
 
 
 class SlaSettings(_Section):

@@ -49,7 +49,8 @@ def approval_rows(session: Session, ticket_id: str) -> list[Approval]:
 def progress_of(rows: Sequence[Approval]) -> ApprovalProgress:
     """The state machine's view of ``rows``."""
     data = [(r.step, r.approver, r.decision, r.decided_at) for r in rows]
-    return ApprovalProgress.from_rows(steps_from_rows(data, rows[0].mode), data)
+    modes = {r.step: r.mode for r in rows}
+    return ApprovalProgress.from_rows(steps_from_rows(data, modes), data)
 
 
 def clear_tokens(

@@ -26,7 +26,6 @@ request becomes moot, and on completion or expiry.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -122,14 +121,13 @@ class ApprovalDesk:
         steps = decision.approval_steps
         if not steps:
             return
-        policy = self._policy(ticket.category, steps)
         for step in steps:
             for approver in dict.fromkeys(bare_address(a) for a in step.approvers):
                 session.add(
                     Approval(
                         ticket_id=ticket.id,
                         step=step.index,
-                        mode=policy,
+                        mode=self._mode(ticket.category, step),
                         approver=approver,
                         decision=VoteState.PENDING.value,
                         comment="",
@@ -140,11 +138,12 @@ class ApprovalDesk:
         session.flush()
         self._ask(session, ticket, steps[0].index, self.clock.now())
 
-    def _policy(self, category: str, steps: Sequence[ApprovalStep]) -> str:
+    def _mode(self, category: str, step: ApprovalStep) -> str:
+        """The rule stored with a step's rows: the category's flat policy, else the step's own."""
         cat = self.settings.category(category)
         if cat is not None and cat.approvers:
             return cat.approval
-        return "sequential" if len(steps) > 1 else steps[0].mode
+        return step.mode
 
     def _ask(self, session: Session, ticket: Ticket, step: int, now: datetime) -> None:
         """Issue tokens to ``step``'s approvers (only now: it is their turn) and mail them."""

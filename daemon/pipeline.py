@@ -313,7 +313,7 @@ class Pipeline:
     def approval_steps(self, facts: TicketFacts) -> tuple:
         """Approval steps the ticket's category requires (none by default)."""
         cat = self.settings.category(facts.category)
-        if cat is None or not cat.approvers:
+        if cat is None or not cat.needs_approval:
             return ()
         from routing.approval import steps_for
 

@@ -230,7 +230,12 @@ class Transition:
 
 def steps_for(category: CategorySettings) -> tuple[ApprovalStep, ...]:
     """The approval steps of ``category``'s policy (empty when it has no approvers)."""
-    approvers = tuple(dict.fromkeys(a.strip() for a in category.approvers if a.strip()))
+    if category.approval_steps:
+        return tuple(
+            ApprovalStep(n, _unique(s.approvers), s.approval)
+            for n, s in enumerate(category.approval_steps, start=1)
+        )
+    approvers = _unique(category.approvers)
     if not approvers:
         return ()
     if category.approval == "sequential":
@@ -239,17 +244,25 @@ def steps_for(category: CategorySettings) -> tuple[ApprovalStep, ...]:
 
 
 def steps_from_rows(
-    rows: Iterable[tuple[int, str, str, datetime | None]], approval: str
+    rows: Iterable[tuple[int, str, str, datetime | None]], approval: str | Mapping[int, str]
 ) -> tuple[ApprovalStep, ...]:
     """Steps as stored with a ticket (its rows list every approver), so config edits don't move
-    a running approval; ``approval`` is the policy the ticket started with."""
+    a running approval; ``approval`` is the policy the ticket started with, one for all steps
+    or one per step number."""
     by_step: dict[int, list[str]] = {}
     for step, approver, _decision, _at in rows:
         by_step.setdefault(step, [])
         if approver not in by_step[step]:
             by_step[step].append(approver)
-    mode = "any" if approval == "any" else "all"
-    return tuple(ApprovalStep(n, tuple(by_step[n]), mode) for n in sorted(by_step))
+    policy = approval if isinstance(approval, Mapping) else dict.fromkeys(by_step, approval)
+    return tuple(
+        ApprovalStep(n, tuple(by_step[n]), "any" if policy.get(n) == "any" else "all")
+        for n in sorted(by_step)
+    )
+
+
+def _unique(approvers: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(a.strip() for a in approvers if a.strip()))
 
 
 def decide(

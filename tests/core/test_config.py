@@ -38,6 +38,16 @@ def test_starter_config_is_valid_and_has_the_default_taxonomy(tmp_path) -> None:
         ('[database]\nurll = "x"\n', "database.urll"),
         ('[[teams]]\nname = "A"\n[[categories]]\nname = "x"\nteam = "B"\n', "categories.0.team"),
         ("[sla]\nhigh_hours = -1\n", "sla.high_hours"),
+        (
+            '[[teams]]\nname = "A"\n[[categories]]\nname = "x"\nteam = "A"\napprovers = ["b@x"]\n'
+            '[[categories.approval_steps]]\napprovers = ["c@x"]\n',
+            "categories.0.approval_steps",
+        ),
+        (
+            '[[teams]]\nname = "A"\n[[categories]]\nname = "x"\nteam = "A"\n'
+            "[[categories.approval_steps]]\napprovers = []\n",
+            "categories.0.approval_steps.0.approvers",
+        ),
     ],
 )
 def test_bad_key_is_named(tmp_path, snippet: str, key: str) -> None:

@@ -594,3 +594,24 @@ def test_a_reply_asking_for_no_auto_response_decides_but_gets_no_help(desk) -> N
     assert d.sent(BOSS, "How to answer") == []
     d.run(answer(req, "Approve", X_Auto_Response_Suppress="All"))
     assert d.ticket(tid)["status"] == "assigned"
+
+
+def test_approval_steps_each_with_its_own_rule(settings, make_app, inbox, site) -> None:
+    steps = [{"approvers": [BOSS, CFO], "approval": "any"}, {"approvers": [CTO]}]
+    cats = [
+        c.model_validate({**c.model_dump(), "approvers": [], "approval_steps": steps})
+        for c in settings.categories
+    ]
+    d = Driver(make_app(settings.model_copy(update={"categories": cats})), inbox, site)
+    tid = d.open_request()
+    assert len(d.requests(BOSS)) == len(d.requests(CFO)) == 1 and d.requests(CTO) == []
+    assert "Any one of the approvers" in d.requests(BOSS)[0].get_body(("plain",)).get_content()
+    d.run(answer(d.requests(CFO)[0], "Approve"))
+    t = d.ticket(tid)
+    assert t["status"] == "awaiting_approval" and len(d.requests(CTO)) == 1
+    d.run(answer(d.requests(BOSS)[0], "Reject"))  # step 1 is over: too late
+    assert len(d.sent(BOSS, "Already decided")) == 1
+    d.run(answer(d.requests(CTO)[0], "Approved"))
+    t = d.ticket(tid)
+    assert t["status"] == "assigned"
+    assert votes(t) == [(1, BOSS, "pending"), (1, CFO, "approved"), (2, CTO, "approved")]

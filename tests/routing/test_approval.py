@@ -244,3 +244,24 @@ def test_transition_table_only_leaves_pending() -> None:
     assert TRANSITIONS[ApprovalState.PENDING] == frozenset(ApprovalState)
     for state in (ApprovalState.APPROVED, ApprovalState.REJECTED, ApprovalState.EXPIRED):
         assert TRANSITIONS[state] == frozenset()
+
+
+def test_approval_steps_each_with_its_own_rule() -> None:
+    category = CategorySettings(
+        name="access",
+        team="Ops",
+        approval_steps=[{"approvers": [A, B, A], "approval": "any"}, {"approvers": [C]}],
+    )
+    assert category.needs_approval
+    steps = steps_for(category)
+    assert steps == (ApprovalStep(1, (A, B), "any"), ApprovalStep(2, (C,), "all"))
+    progress = ApprovalProgress(steps)
+    first = decide(progress, 1, B, "approve", _at(1))
+    assert first.accepted and first.ask == steps[1] and first.moot == (A,)
+    rows = [(1, A, "pending", None), (1, B, "approved", _at(1)), (2, C, "pending", None)]
+    assert steps_from_rows(rows, {1: "any", 2: "sequential"}) == steps
+
+
+def test_approvers_and_approval_steps_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="either approvers or approval_steps"):
+        CategorySettings(name="x", team="Ops", approvers=[A], approval_steps=[{"approvers": [B]}])
