@@ -109,8 +109,11 @@ def build_text_understanding(settings: Settings) -> tuple[Corrector, Classifier]
 
     categories = [c.name for c in settings.categories] or list(DEFAULT_CATEGORIES)
     cache_dir = resolve_path(settings, settings.classifier.cache_dir)
-    return build_corrector(settings.classifier), build_classifier(
-        settings.classifier, categories, cache_dir
+    cfg = settings.classifier
+    model_path = resolve_path(settings, cfg.model_path) if cfg.model_path else None
+    keywords = {c.name: list(c.keywords) for c in settings.categories}
+    return build_corrector(cfg, cache_dir), build_classifier(
+        cfg, categories, cache_dir, model_path=model_path, keywords=keywords
     )
 
 
