@@ -82,7 +82,7 @@ CUES: tuple[Cue, ...] = (
     _cue(
         "urgent or deadline",
         "high",
-        r"urgent(?:ly)?",
+        r"(?<!not\s)(?<!isn't\s)urgent(?:ly)?",
         r"asap",
         r"as\s+soon\s+as\s+possible",
         r"emergency",
