@@ -189,6 +189,37 @@ def make_site(imap: DovecotServer, smtp: RemoteSmtp, idle: bool) -> Path:
     return site
 
 
+def timed(target: object, name: str, totals: dict[str, float], label: str) -> None:
+    """Wrap ``target.name`` so its time adds up in ``totals[label]``."""
+    inner = getattr(target, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - started
+
+    setattr(target, name, wrapper)
+
+
+def shares(app: App) -> dict[str, float]:
+    """Seconds per part of the ingest: IMAP, SMTP, pipeline stages, the rest."""
+    totals: dict[str, float] = {}
+    timed(app.backend, "fetch_new", totals, "IMAP fetch (SELECT, SEARCH, UID FETCH)")
+    timed(app.backend, "ack", totals, "IMAP ack (UID MOVE)")
+    timed(app.transport, "send", totals, "SMTP send")
+    return totals
+
+
+def pipeline_parts(stages: dict[str, float]) -> dict[str, float]:
+    """The pipeline's stage times; its "store" span contains correct..notify, so those come off."""
+    nested = ("correct", "classify", "route", "notify")
+    if "store" in stages:
+        stages["store"] -= sum(stages.get(k, 0.0) for k in nested)
+    return {f"pipeline: {k}": v for k, v in stages.items()}
+
+
 def ingest(app: App) -> tuple[int, dict[str, int], float]:
     """One pass over the whole INBOX, then the rest of the outbox; (fetched, outcomes, seconds).
 
@@ -244,8 +275,11 @@ def main() -> int:
         n_floor, t_floor = floor(imap, Path(tempfile.mkdtemp(prefix="mt-floor-")) / "floor.db")
         site = make_site(imap, smtp, idle=False)
         app = build_app(load_settings(site / "mailtriage.toml"))
+        parts = shares(app)
         fetched, outcomes, t_app = ingest(app)
         app.close()
+        parts |= pipeline_parts(dict(app.pipeline.timer.seconds))
+        parts["other (runner, ledger, outbox rows)"] = max(0.0, t_app - sum(parts.values()))
         time.sleep(0.5)  # the child reports what it captured a moment later
         sent = smtp.total
         left = len(imap.uids("INBOX"))
@@ -254,30 +288,41 @@ def main() -> int:
         idle_app = build_app(load_settings(make_site(imap, smtp, idle=True) / "mailtriage.toml"))
         lat = [x * 1000 for x in idle_latencies(idle_app, imap, smtp, args.idle, args.gap)]
         idle_app.close()
-    rate_floor, rate_app = n_floor / t_floor, fetched / t_app
-    print(
-        f"floor (bare imapclient fetch+parse+insert): {n_floor} mails in {t_floor:.2f} s = {rate_floor:.0f} messages/s"
-    )
-    print(
-        f"daemon (full pipeline, move, SMTP send):    {fetched} mails in {t_app:.2f} s = {rate_app:.1f} messages/s"
-    )
+    report(n_floor, t_floor, fetched, t_app, parts)
     print(
         f"  outcomes {outcomes}; {sent} mails captured by SMTP; INBOX left {left}; Processed {moved}"
+    )
+    if lat:
+        print(
+            f"IDLE latency APPEND -> ack at SMTP over {len(lat)} mails: p50 {pct(lat, 50):.1f} ms  "
+            f"p95 {pct(lat, 95):.1f} ms  p99 {pct(lat, 99):.1f} ms  max {max(lat):.1f} ms"
+        )
+        print(
+            f"  floor: bare imapclient IDLE, APPEND -> EXISTS over {len(bare)} mails: "
+            f"p50 {pct(bare, 50):.1f} ms  max {max(bare):.1f} ms (Dovecot's own notify delay)"
+        )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the daemon process: {rss:.0f} MB")
+    return 0
+
+
+def report(n_floor: int, t_floor: float, fetched: int, t_app: float, parts) -> None:
+    """Print throughput, the ratio to the floor and where the daemon's time went."""
+    rate_floor, rate_app = n_floor / t_floor, fetched / t_app
+    print(
+        f"floor (bare imapclient fetch+parse+insert): {n_floor} mails in {t_floor:.2f} s "
+        f"= {rate_floor:.0f} messages/s"
+    )
+    print(
+        f"daemon (full pipeline, move, SMTP send):    {fetched} mails in {t_app:.2f} s "
+        f"= {rate_app:.1f} messages/s"
     )
     print(
         f"ratio daemon/floor: {rate_app / rate_floor:.3f} (floor is {rate_floor / rate_app:.1f}x faster)"
     )
-    print(
-        f"IDLE latency APPEND -> ack at SMTP over {len(lat)} mails: p50 {pct(lat, 50):.1f} ms  "
-        f"p95 {pct(lat, 95):.1f} ms  p99 {pct(lat, 99):.1f} ms  max {max(lat):.1f} ms"
-    )
-    print(
-        f"  floor: bare imapclient IDLE, APPEND -> EXISTS over {len(bare)} mails: "
-        f"p50 {pct(bare, 50):.1f} ms  max {max(bare):.1f} ms (Dovecot's own notify delay)"
-    )
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of the daemon process: {rss:.0f} MB")
-    return 0
+    print("where the daemon's time went:")
+    for name, secs in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<45} {secs:7.2f} s  {100 * secs / t_app:5.1f} %")
 
 
 if __name__ == "__main__":
