@@ -18,8 +18,10 @@ Two paths with the same answer:
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,19 +89,21 @@ class _Base:
         return values @ self.coef_t[idx] + self.intercept
 
 
-def _cv_decisions(
-    x: sp.csr_matrix, y: np.ndarray, base: _Base, folds: StratifiedKFold, n_classes: int
-) -> np.ndarray:
-    out = np.zeros((x.shape[0], n_classes))
-    for train, held in folds.split(np.zeros(len(y)), y):
-        svm = base.svm().fit(x[train], y[train])
-        dec = svm.decision_function(x[held])
-        if dec.ndim == 1:
-            dec = np.column_stack([-dec, dec])
-        # A fold may miss a rare class: put its columns where they belong.
-        cols = np.searchsorted(np.arange(n_classes), svm.classes_)
-        out[np.ix_(held, cols)] = dec
-    return out
+def _fold_decisions(
+    x: sp.csr_matrix, y: np.ndarray, base: _Base, train: np.ndarray, held: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    svm = base.svm().fit(x[train], y[train])
+    dec = svm.decision_function(x[held])
+    if dec.ndim == 1:
+        dec = np.column_stack([-dec, dec])
+    # A fold may miss a rare class: put its columns where they belong.
+    full = np.zeros((len(held), n))
+    full[:, svm.classes_] = dec
+    return held, full
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class TextModel:
@@ -146,19 +150,29 @@ class TextModel:
             if progress is not None:
                 progress(step, done, steps)
 
+        # liblinear releases the GIL: folds and final fits run side by side in threads.
         stacked = []
-        for base in self.bases:
-            x = base.vectorizer.fit_transform(list(texts))
-            tick(f"{base.name} features")
-            if folds:
-                kfold = StratifiedKFold(folds, shuffle=True, random_state=self.params.seed)
-                stacked.append(_cv_decisions(x, y, base, kfold, len(classes)))
-                for _ in range(folds):
-                    tick(f"{base.name} cross-validation")
-            base.fit_final(x, y)
-            if not folds:  # too few examples per class to cross-validate
-                stacked.append(base.decision(x))
-            tick(f"{base.name} model")
+        with ThreadPoolExecutor(_workers()) as pool:
+            for base in self.bases:
+                x = base.vectorizer.fit_transform(list(texts))
+                tick(f"{base.name} features")
+                final = pool.submit(base.fit_final, x, y)
+                if folds:
+                    kfold = StratifiedKFold(folds, shuffle=True, random_state=self.params.seed)
+                    jobs = [
+                        pool.submit(_fold_decisions, x, y, base, tr, held, len(classes))
+                        for tr, held in kfold.split(np.zeros(len(y)), y)
+                    ]
+                    out = np.zeros((x.shape[0], len(classes)))
+                    for job in jobs:
+                        held, dec = job.result()
+                        out[held] = dec
+                        tick(f"{base.name} cross-validation")
+                    stacked.append(out)
+                final.result()
+                if not folds:  # too few examples per class to cross-validate
+                    stacked.append(base.decision(x))
+                tick(f"{base.name} model")
         meta = LogisticRegression(C=self.params.meta_c, max_iter=5000)
         meta.fit(np.hstack(stacked), y)
         coef, intercept = meta.coef_, meta.intercept_
