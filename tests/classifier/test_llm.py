@@ -17,17 +17,9 @@ import pytest
 
 from classifier.base import Classification
 from classifier.llm import OpenAIClassifier, parse_answer
+from config.schema import DEFAULT_CATEGORIES
 
-CATEGORIES = [
-    "network",
-    "hardware",
-    "software",
-    "access",
-    "email",
-    "printing",
-    "security",
-    "general",
-]
+CATEGORIES = list(DEFAULT_CATEGORIES)
 
 
 class ChatServer:
