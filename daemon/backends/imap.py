@@ -14,6 +14,8 @@ Exchange Online answers some FETCHes with no body or with a stand-in message
 ("Retrieval using the IMAP4 protocol failed ..."): such mail is skipped with a
 warning and tried again on the next poll, never turned into a ticket.
 
+Waiting for new mail (IDLE, or polling) is in :mod:`daemon.backends.imap_idle`.
+
 Credentials never reach the logs: imapclient's ``IMAPlibLoggerAdapter``
 redacts LOGIN/AUTHENTICATE lines, and nothing here logs a password or token.
 """
@@ -21,7 +23,6 @@ redacts LOGIN/AUTHENTICATE lines, and nothing here logs a password or token.
 from __future__ import annotations
 
 import contextlib
-import imaplib
 import logging
 import socket
 import ssl
@@ -35,6 +36,13 @@ from imapclient import IMAPClient, exceptions
 
 from config.schema import MailboxSettings
 from daemon.backends.base import AckOutcome, BackendError, FetchResult, RawMail
+from daemon.backends.imap_idle import (
+    IDLE_REARM_SECONDS,
+    IDLE_SETTLE_SECONDS,
+    IDLE_WATCHDOG_SECONDS,
+    LINK_ERRORS,
+    IdleWaiting,
+)
 from daemon.backends.oauth import TokenProvider
 
 log = logging.getLogger(__name__)
@@ -42,13 +50,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FETCH_CHUNK = 50  # UIDs per UID FETCH
-IDLE_REARM_SECONDS = 600.0  # RFC 2177: re-issue IDLE well within the servers' 29-30 minutes
-IDLE_WATCHDOG_SECONDS = 120.0  # silent this long in IDLE: NOOP to prove the link still works
-IDLE_SETTLE_SECONDS = 1.0  # the first watchdog round after entering IDLE (see _start_idle)
 PLACEHOLDER_SUBJECT = "retrieval using the imap4 protocol failed"
 DELETED = b"\\Deleted"
-# Socket-level failures: imaplib's abort (= IMAPClientAbortError), OSError (incl. TLS, timeouts).
-LINK_ERRORS = (OSError, imaplib.IMAP4.abort)
 
 
 class ImapUnreachable(BackendError):
@@ -78,18 +81,7 @@ def is_placeholder(raw: bytes) -> bool:
     return str(subject).strip().lower().startswith(PLACEHOLDER_SUBJECT)
 
 
-def has_new_mail(responses: list[Any]) -> bool:
-    """True when untagged responses announce new messages (EXISTS, RECENT > 0)."""
-    return any(
-        isinstance(r, tuple)
-        and len(r) >= 2
-        and isinstance(r[0], int)
-        and (r[1] == b"EXISTS" or (r[1] == b"RECENT" and r[0] > 0))
-        for r in responses
-    )
-
-
-class ImapBackend:
+class ImapBackend(IdleWaiting):
     """Reads one IMAP folder by UID; acks by moving mail out of it.
 
     ``sleep``/``clock`` are injectable; ``retries`` reconnects (with capped
@@ -167,27 +159,6 @@ class ImapBackend:
         s = self.settings
         target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
         self._run("ack", lambda c: self._ack(c, ref, folder, validity, uid, target))
-
-    def wait_for_new(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds in IDLE (or polling); True when mail may be waiting."""
-        timeout = max(0.0, timeout)
-        if not self.settings.idle:
-            return self._poll_wait(timeout)
-        if self._client is not None and self._idle_since is not None:
-            client: IMAPClient | None = self._client  # still idling since the last call
-        else:
-            client, arrived = self._run("idle", self._start_idle)
-            if arrived:
-                return True
-        if client is None:
-            return self._poll_wait(timeout)
-        try:
-            return self._idle_wait(client, timeout)
-        except (*LINK_ERRORS, exceptions.IMAPClientError) as exc:
-            # The next fetch reconnects and picks up whatever arrived meanwhile.
-            log.info("IMAP IDLE connection lost (%s); fetching again", self._describe(exc))
-            self._drop()
-            return True
 
     def check(self) -> str:
         """Connect, log in, open the folder, create the target folders; one line back."""
@@ -477,81 +448,6 @@ class ImapBackend:
                     ) from exc
             log.info("IMAP created folder %s", name)
         self._folders.add(name)
-
-    # -- waiting ----------------------------------------------------------------------------------
-    def _start_idle(self, client: IMAPClient) -> tuple[IMAPClient | None, bool]:
-        """Enter IDLE; (client or None when IDLE is not offered, True when mail already came).
-
-        Mail that lands between the last SEARCH and IDLE may never be announced
-        (Dovecot, for one, reports it only with the next change): a NOOP just
-        before IDLE, and a first watchdog round after :data:`IDLE_SETTLE_SECONDS`
-        instead of the full interval, catch it.
-        """
-        if not client.has_capability("IDLE"):
-            return None, False
-        self._select(client, self.settings.folder)
-        _, responses = client.noop()
-        if has_new_mail(list(responses)):
-            return client, True
-        client.idle()
-        self._idle_since = self.clock()
-        self._idle_heard = self._idle_since - self.idle_watchdog + self.idle_settle
-        return client, False
-
-    def _end_idle(self, client: IMAPClient) -> list[Any]:
-        self._idle_since = None
-        _, responses = client.idle_done()
-        return list(responses)
-
-    def _idle_wait(self, client: IMAPClient, timeout: float) -> bool:
-        deadline = self.clock() + timeout
-        while True:
-            now = self.clock()
-            assert self._idle_since is not None
-            if (
-                now - self._idle_since >= self.idle_rearm
-                or now - self._idle_heard >= self.idle_watchdog
-            ):
-                if self._rearm(client):
-                    return True
-                continue
-            remaining = deadline - now
-            if remaining <= 0:
-                return False
-            step = min(
-                remaining,
-                self._idle_since + self.idle_rearm - now,
-                self._idle_heard + self.idle_watchdog - now,
-            )
-            responses = client.idle_check(timeout=step)
-            if responses:
-                self._idle_heard = self.clock()
-                if has_new_mail(responses):
-                    self._end_idle(client)
-                    return True
-            elif step >= 0.05 and self.clock() - now < step / 2 and self._rearm(client):
-                # idle_check returns at once, empty-handed, when the socket hit EOF:
-                # the re-arm (DONE + NOOP) raises then, or reports what it saw.
-                return True
-
-    def _rearm(self, client: IMAPClient) -> bool:
-        """DONE + NOOP (the watchdog) + IDLE again; True when new mail was announced."""
-        responses = self._end_idle(client)
-        _, noop_responses = client.noop()
-        if has_new_mail(responses) or has_new_mail(list(noop_responses)):
-            return True
-        client.idle()
-        self._idle_since = self._idle_heard = self.clock()
-        return False
-
-    def _poll_wait(self, timeout: float) -> bool:
-        wait = min(timeout, max(0.0, self._next_poll - self.clock()))
-        if wait > 0:
-            self.sleep(wait)
-        if self.clock() < self._next_poll:
-            return False
-        self._next_poll = self.clock() + self.settings.poll_seconds
-        return True
 
 
 def _text(exc: BaseException) -> str:
