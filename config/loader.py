@@ -66,20 +66,31 @@ def _format_error(exc: ValidationError) -> str:
 
 
 def parse_settings(
-    data: dict[str, Any], base_dir: Path, environ: Mapping[str, str] | None = None
+    data: dict[str, Any],
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    secrets_optional: bool = False,
 ) -> Settings:
-    """Validate a parsed TOML mapping (plus env overlay) into :class:`Settings`."""
+    """Validate a parsed TOML mapping (plus env overlay) into :class:`Settings`.
+
+    ``secrets_optional``: mailbox credentials may be missing (read-only commands
+    that never connect: an admin reading tickets needs no mailbox password).
+    """
     data = dict(data)
     _env_overlay(data, os.environ if environ is None else environ)
     data.setdefault("base_dir", str(base_dir))
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context={"secrets_optional": secrets_optional})
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
 
 
 def load_settings(
-    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    secrets_optional: bool = False,
 ) -> Settings:
     """Load and validate the config file at ``path`` (default: :func:`default_config_path`)."""
     path = Path(path) if path else default_config_path()
@@ -93,7 +104,7 @@ def load_settings(
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_settings(data, path.resolve().parent, environ)
+    return parse_settings(data, path.resolve().parent, environ, secrets_optional=secrets_optional)
 
 
 def resolve_path(settings: Settings, value: str) -> Path:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CATEGORIES = (
     "network",
@@ -22,6 +30,11 @@ DEFAULT_CATEGORIES = (
     "general",
 )
 PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def needs_secrets(info: ValidationInfo) -> bool:
+    """Whether credentials must be present (not for read-only commands: tickets, web)."""
+    return not (info.context or {}).get("secrets_optional", False)
 
 
 class _Section(BaseModel):
@@ -49,8 +62,8 @@ class OAuth2Settings(_Section):
     scope: str | None = None
 
     @model_validator(mode="after")
-    def _one_credential(self) -> OAuth2Settings:
-        if not self.client_secret and not self.certificate_path:
+    def _one_credential(self, info: ValidationInfo) -> OAuth2Settings:
+        if needs_secrets(info) and not self.client_secret and not self.certificate_path:
             raise ValueError("needs client_secret or certificate_path")
         return self
 
@@ -82,10 +95,10 @@ class MailboxSettings(_Section):
     verify_tls: bool = True
 
     @model_validator(mode="after")
-    def _backend_needs(self) -> MailboxSettings:
+    def _backend_needs(self, info: ValidationInfo) -> MailboxSettings:
         if self.backend == "imap" and not self.host:
             raise ValueError("host: required when backend = 'imap'")
-        if self.backend == "imap" and not (self.password or self.oauth2):
+        if needs_secrets(info) and self.backend == "imap" and not (self.password or self.oauth2):
             raise ValueError("password: backend 'imap' needs password or [mailbox.oauth2]")
         if self.backend == "graph" and not self.oauth2:
             raise ValueError("oauth2: backend 'graph' needs [mailbox.oauth2]")

@@ -28,6 +28,11 @@ def _settings(args) -> Settings:
     return load_settings(args.config or default_config_path())
 
 
+def _readonly_settings(args) -> Settings:
+    """Settings for commands that never touch the mailbox: credentials may be absent."""
+    return load_settings(args.config or default_config_path(), secrets_optional=True)
+
+
 # -- init ------------------------------------------------------------------
 def init_project(target: Path, force: bool = False) -> Path:
     """Write the starter config and the embedded-default folders under ``target``."""
@@ -135,7 +140,7 @@ def cmd_tickets(args) -> int:
     from daemon.store.queries import TicketFilter, list_tickets
 
     flt = TicketFilter(args.status, args.category, args.priority, _parse_since(args.since))
-    with _read_session(_settings(args)) as session:
+    with _read_session(_readonly_settings(args)) as session:
         rows = list_tickets(session, flt)
     if args.format == "json":
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -156,7 +161,7 @@ def _print_table(rows: list[dict]) -> None:
 def cmd_ticket(args) -> int:
     from daemon.store.queries import get_ticket
 
-    with _read_session(_settings(args)) as session:
+    with _read_session(_readonly_settings(args)) as session:
         ticket = get_ticket(session, args.id)
     if ticket is None:
         raise UserError(f"no ticket {args.id!r}")
@@ -187,7 +192,7 @@ def cmd_ticket(args) -> int:
 def cmd_web(args) -> int:
     from web_status.server import start_in_thread
 
-    settings = _settings(args)
+    settings = _readonly_settings(args)
     from daemon.app import open_store
 
     open_store(settings)  # migrate so a fresh install shows an empty page, not an error

@@ -42,3 +42,20 @@ def test_check_config_connect_reports_maildir(site) -> None:
     done = mailtriage(site, "check-config", "--connect")
     assert done.returncode == 0
     assert "mailbox connect: ok: maildir" in done.stdout
+
+
+def test_read_only_commands_need_no_mailbox_secret(site) -> None:
+    """An admin reading tickets on another host has no IMAP password: only run/check need it."""
+    config = site / "mailtriage.toml"
+    config.write_text(
+        config.read_text().replace(
+            'backend = "maildir"', 'backend = "imap"\nhost = "imap.example.com"\nusername = "s"', 1
+        )
+    )
+    listed = mailtriage(site, "tickets", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "[]"
+    checked = mailtriage(site, "check-config")
+    assert checked.returncode == 2
+    assert checked.stderr.splitlines()[0].startswith("mailtriage: error: mailbox")
+    assert "password" in checked.stderr.splitlines()[0]
