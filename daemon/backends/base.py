@@ -8,6 +8,7 @@ fetch and ack means the mail is fetched again and the ledger recognises it.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -108,3 +109,22 @@ class Checkable(Protocol):
         (authentication, TLS, folder missing, permission).
         """
         ...
+
+
+class _TlsSettings(Protocol):
+    ssl: bool
+    starttls: bool
+
+
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """Default TLS context; ``verify=False`` (a lab server's self-signed cert) skips checks."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def security_label(settings: _TlsSettings) -> str:
+    """How a connection is protected, in the words the logs and check-config use."""
+    return "TLS" if settings.ssl else "STARTTLS" if settings.starttls else "plain"

@@ -35,7 +35,14 @@ from typing import Any, TypeVar
 from imapclient import IMAPClient, exceptions
 
 from config.schema import MailboxSettings
-from daemon.backends.base import AckOutcome, BackendError, FetchResult, RawMail
+from daemon.backends.base import (
+    AckOutcome,
+    BackendError,
+    FetchResult,
+    RawMail,
+    security_label,
+    tls_context,
+)
 from daemon.backends.imap_idle import (
     IDLE_REARM_SECONDS,
     IDLE_SETTLE_SECONDS,
@@ -181,7 +188,7 @@ class ImapBackend(IdleWaiting):
                 f"{c} {'yes' if client.has_capability(c) else 'no'}" for c in ("IDLE", "MOVE")
             )
             return (
-                f"imap {self.user}@{self.host}:{self.port} ({self._security()}, "
+                f"imap {self.user}@{self.host}:{self.port} ({security_label(self.settings)}, "
                 f"{'XOAUTH2' if self.tokens else 'password'}): folder {s.folder!r} holds "
                 f"{info.get(b'EXISTS', 0)} message(s), UIDVALIDITY {info.get(b'UIDVALIDITY')}; {caps}"
             )
@@ -234,7 +241,7 @@ class ImapBackend(IdleWaiting):
 
     def _connect(self) -> IMAPClient:
         s = self.settings
-        context = self._tls_context()
+        context = tls_context(self.settings.verify_tls)
         try:
             client = IMAPClient(
                 self.host,
@@ -260,7 +267,11 @@ class ImapBackend(IdleWaiting):
             raise
         client.normalise_times = False  # INTERNALDATE with its zone; stored as UTC
         log.info(
-            "IMAP connected to %s:%s as %s (%s)", self.host, self.port, self.user, self._security()
+            "IMAP connected to %s:%s as %s (%s)",
+            self.host,
+            self.port,
+            self.user,
+            security_label(self.settings),
         )
         return client
 
@@ -285,17 +296,6 @@ class ImapBackend(IdleWaiting):
                 )
                 self.tokens.invalidate()
         raise BackendError(f"authentication failed for user {self.user} (XOAUTH2 token refused)")
-
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.settings.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def _security(self) -> str:
-        s = self.settings
-        return "TLS" if s.ssl else "STARTTLS" if s.starttls else "plain"
 
     def _alive(self) -> bool:
         try:

@@ -25,7 +25,13 @@ from collections import deque
 from collections.abc import Callable
 
 from config.schema import OutboundSettings
-from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError
+from daemon.backends.base import (
+    BackendError,
+    OutgoingMail,
+    PermanentSendError,
+    security_label,
+    tls_context,
+)
 from daemon.backends.oauth import TokenProvider, xoauth2_string
 
 log = logging.getLogger(__name__)
@@ -108,7 +114,7 @@ class SmtpTransport:
         try:
             auth = f"as {self.user} ({'XOAUTH2' if self.tokens else 'password'})"
             return (
-                f"smtp {self._where()} ({self._security()}): authenticated "
+                f"smtp {self._where()} ({security_label(self.settings)}): authenticated "
                 f"{auth if self._authenticates() else 'no: none configured'}; "
                 f"at most {self.settings.rate_per_minute} message(s) per minute"
             )
@@ -150,7 +156,7 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        context = self._tls_context()
+        context = tls_context(self.settings.verify_tls)
         try:
             if s.ssl:
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -175,7 +181,7 @@ class SmtpTransport:
         except BaseException:
             _close(smtp)
             raise
-        log.info("SMTP connected to %s (%s)", self._where(), self._security())
+        log.info("SMTP connected to %s (%s)", self._where(), security_label(self.settings))
         return smtp
 
     def _authenticates(self) -> bool:
@@ -229,17 +235,6 @@ class SmtpTransport:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             _close(smtp)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.settings.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def _security(self) -> str:
-        s = self.settings
-        return "TLS" if s.ssl else "STARTTLS" if s.starttls else "plain"
 
     def _where(self) -> str:
         return f"{self.host}:{self.port}"
