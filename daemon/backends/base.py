@@ -8,6 +8,7 @@ fetch and ack means the mail is fetched again and the ledger recognises it.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,3 +129,24 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 def security_label(settings: _TlsSettings) -> str:
     """How a connection is protected, in the words the logs and check-config use."""
     return "TLS" if settings.ssl else "STARTTLS" if settings.starttls else "plain"
+
+
+def describe_connection_error(exc: BaseException, host: str, port: int, lost: str) -> str:
+    """Say in plain words why a connection to ``host:port`` failed (TLS, refused, DNS, ...).
+
+    ``lost`` is the text for anything else, e.g. ``"connection to h:p lost: ..."``.
+    """
+    where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS handshake failed: {exc.verify_message or exc} ({where})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc} ({where})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused to {where}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r}: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return f"connection to {where} timed out"
+    if isinstance(exc, OSError):
+        return f"connection to {where} failed: {exc.strerror or exc}"
+    return lost

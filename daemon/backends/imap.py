@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from daemon.backends.base import (
     BackendError,
     FetchResult,
     RawMail,
+    describe_connection_error,
     security_label,
     tls_context,
 )
@@ -318,20 +318,8 @@ class ImapBackend(IdleWaiting):
         return BackendError(message) if is_tls else ImapUnreachable(message)
 
     def _describe(self, exc: BaseException) -> str:
-        where = f"{self.host}:{self.port}"
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"TLS handshake failed: {exc.verify_message or exc} ({where})"
-        if isinstance(exc, ssl.SSLError):
-            return f"TLS handshake failed: {exc.reason or exc} ({where})"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"connection refused to {where}"
-        if isinstance(exc, socket.gaierror):
-            return f"cannot resolve host {self.host!r}: {exc.strerror}"
-        if isinstance(exc, TimeoutError):
-            return f"connection to {where} timed out"
-        if isinstance(exc, OSError):
-            return f"connection to {where} failed: {exc.strerror or exc}"
-        return f"connection to {where} lost: {exc}"
+        lost = f"connection to {self.host}:{self.port} lost: {exc}"
+        return describe_connection_error(exc, self.host, self.port, lost)
 
     # -- fetch and ack --------------------------------------------------------------------------
     def _select(self, client: IMAPClient, folder: str, *, force: bool = False) -> int:

@@ -18,8 +18,6 @@ import contextlib
 import logging
 import re
 import smtplib
-import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from daemon.backends.base import (
     BackendError,
     OutgoingMail,
     PermanentSendError,
+    describe_connection_error,
     security_label,
     tls_context,
 )
@@ -241,21 +240,10 @@ class SmtpTransport:
 
     def _describe(self, exc: BaseException) -> str:
         where = self._where()
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"TLS handshake failed: {exc.verify_message or exc} ({where})"
-        if isinstance(exc, ssl.SSLError):
-            return f"TLS handshake failed: {exc.reason or exc} ({where})"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"connection refused to {where}"
-        if isinstance(exc, socket.gaierror):
-            return f"cannot resolve host {self.host!r}: {exc.strerror}"
-        if isinstance(exc, TimeoutError):
-            return f"connection to {where} timed out"
+        # Before the generic cases: smtplib's errors are OSErrors too.
         if isinstance(exc, smtplib.SMTPResponseException):
             return f"{where} answered {_text(exc.smtp_code, exc.smtp_error)}"
-        if isinstance(exc, OSError):
-            return f"connection to {where} failed: {exc.strerror or exc}"
-        return f"{where}: {exc}"
+        return describe_connection_error(exc, self.host, self.port, f"{where}: {exc}")
 
 
 def crlf(raw: bytes) -> bytes:
