@@ -13,7 +13,8 @@ the n-grams of a text are the n-grams of its words, and words repeat a lot.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,13 +56,6 @@ def tfidf_row(idx: np.ndarray, counts: np.ndarray, tfidf: TfidfTransformer) -> R
     return idx, values
 
 
-def _counts_to_row(features: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    counted = Counter(features)
-    idx = np.fromiter(counted.keys(), dtype=np.int64, count=len(counted))
-    counts = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
-    return idx, counts
-
-
 class WordTfidf(TfidfVectorizer):
     """``TfidfVectorizer`` on words with a single-text path (:meth:`transform_one`)."""
 
@@ -71,7 +65,9 @@ class WordTfidf(TfidfVectorizer):
         if analyze is None:
             analyze = self.__dict__["_analyze_memo"] = self.build_analyzer()
         vocab = self.vocabulary_
-        idx, counts = _counts_to_row(vocab[t] for t in analyze(text) if t in vocab)
+        counted = Counter(vocab[t] for t in analyze(text) if t in vocab)
+        idx = np.fromiter(counted.keys(), dtype=np.int64, count=len(counted))
+        counts = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
         return tfidf_row(idx, counts, self._tfidf)
 
     def __getstate__(self) -> dict:
@@ -144,10 +140,19 @@ class CharWbVectorizer(TransformerMixin, BaseEstimator):
     def transform_one(self, text: str) -> Row:
         """Return ``(indices, values)`` of ``text``, equal to ``transform([text])``'s row."""
         check_is_fitted(self, "vocabulary_")
-        features: list[int] = []
+        parts: list[tuple[int, ...]] = []
+        repeats: list[int] = []
         for word, n in Counter(text.lower().split()).items():
-            features.extend(self._word_features(word) * n)
-        idx, counts = _counts_to_row(features)
+            found = self._word_features(word)
+            if found:
+                parts.append(found)
+                repeats.append(n)
+        # One array of every n-gram occurrence, then numpy counts them: several
+        # times faster than a Counter on long mails.
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        flat = np.fromiter(chain.from_iterable(parts), dtype=np.int64, count=int(lengths.sum()))
+        idx, where = np.unique(flat, return_inverse=True)
+        counts = np.bincount(where, weights=np.repeat(np.asarray(repeats, float), lengths))
         return tfidf_row(idx, counts, self.tfidf_)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:

@@ -25,8 +25,10 @@ def corpus_model(tmp_path_factory) -> TextModel:
 def test_single_and_batch_paths_give_the_same_probabilities(corpus_model) -> None:
     texts = load_csv(HOLDOUT).texts[:40]
     batch = corpus_model.predict_proba(texts)
+    assert corpus_model.networks, "the default corpus is large enough for the networks"
     for i, text in enumerate(texts):
-        np.testing.assert_allclose(corpus_model.proba_one(text), batch[i], atol=1e-9)
+        # The networks compute in float32, and the two paths sum in different orders.
+        np.testing.assert_allclose(corpus_model.proba_one(text), batch[i], atol=1e-6)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0)
 
 
@@ -90,6 +92,38 @@ def test_rare_classes_and_two_classes_train() -> None:
     two = TextModel(TextModelParams(char_min_df=1, word_min_df=1)).fit(texts[:10], labels[:10])
     assert two.predict(["vpn is down"]) == ["network"]
     assert two.proba_one("vpn is down").shape == (2,)
+
+
+def test_networks_join_only_when_there_is_enough_to_learn_from() -> None:
+    texts = ["printer jam tray"] * 5 + ["vpn down office"] * 5
+    labels = ["printing"] * 5 + ["network"] * 5
+    small = TextModel(TextModelParams(char_min_df=1, word_min_df=1)).fit(texts, labels)
+    assert small.networks == []  # ten mails: the linear stack alone
+
+
+def test_two_categories_with_networks_agree_on_both_paths() -> None:
+    """scikit-learn gives a two-class network one logistic output; both paths expand it."""
+    rng = np.random.default_rng(7)
+    vocab = {
+        "printing": "printer toner tray jam paper queue driver scan".split(),
+        "network": "vpn wifi switch router dns latency gateway cable".split(),
+    }
+    filler = "please help thanks regards urgent today office colleague".split()
+    texts, labels = [], []
+    for label, words in vocab.items():
+        for _ in range(150):
+            picked = list(rng.choice(words, 4)) + list(rng.choice(filler, 4))
+            rng.shuffle(picked)
+            texts.append(" ".join(picked))
+            labels.append(label)
+    model = TextModel().fit(texts, labels)
+    assert len(model.networks) == 2
+    probe = ["the wifi gateway drops thanks", "toner low in the tray please"]
+    batch = model.predict_proba(probe)
+    assert batch.shape == (2, 2)
+    for i, text in enumerate(probe):
+        np.testing.assert_allclose(model.proba_one(text), batch[i], atol=1e-6)
+    assert model.predict(probe) == ["network", "printing"]
 
 
 def test_one_class_is_refused() -> None:
