@@ -105,10 +105,10 @@ def test_two_categories_with_networks_agree_on_both_paths() -> None:
     """scikit-learn gives a two-class network one logistic output; both paths expand it."""
     rng = np.random.default_rng(7)
     vocab = {
-        "printing": "printer toner tray jam paper queue driver scan".split(),
-        "network": "vpn wifi switch router dns latency gateway cable".split(),
+        "printing": ["printer", "toner", "tray", "jam", "paper", "queue", "driver", "scan"],
+        "network": ["vpn", "wifi", "switch", "router", "dns", "latency", "gateway", "cable"],
     }
-    filler = "please help thanks regards urgent today office colleague".split()
+    filler = ["please", "help", "thanks", "regards", "urgent", "today", "office", "colleague"]
     texts, labels = [], []
     for label, words in vocab.items():
         for _ in range(150):
