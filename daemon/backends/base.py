@@ -8,10 +8,12 @@ fetch and ack means the mail is fetched again and the ledger recognises it.
 
 from __future__ import annotations
 
+import email.utils
 import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.parser import BytesHeaderParser
 from enum import StrEnum
 from typing import Protocol
 
@@ -150,3 +152,22 @@ def describe_connection_error(exc: BaseException, host: str, port: int, lost: st
     if isinstance(exc, OSError):
         return f"connection to {where} failed: {exc.strerror or exc}"
     return lost
+
+
+def add_missing_bcc(raw: bytes, recipients: tuple[str, ...]) -> bytes:
+    """Return ``raw`` with a ``Bcc:`` header for envelope recipients its headers do not name.
+
+    MIME sends (Graph, EWS) take recipients from To/Cc/Bcc only; Exchange strips
+    Bcc before delivery. ``raw`` is returned unchanged when nothing is missing.
+    """
+    headers = BytesHeaderParser().parsebytes(raw)
+    named = {
+        addr.lower()
+        for header in ("To", "Cc", "Bcc")
+        for _, addr in email.utils.getaddresses(headers.get_all(header, []))
+    }
+    missing = [r for r in recipients if r.lower() not in named]
+    if not missing:
+        return raw
+    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    return b"Bcc: " + ", ".join(missing).encode() + eol + raw

@@ -15,11 +15,9 @@ real work, not probing.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
 from typing import Any
 
 import requests
@@ -46,6 +44,7 @@ from daemon.backends.base import (
     OutgoingMail,
     PermanentSendError,
     RawMail,
+    add_missing_bcc,
 )
 
 log = logging.getLogger(__name__)
@@ -309,22 +308,3 @@ class EwsTransport:
     def close(self) -> None:
         """Release connections."""
         self.connection.close()
-
-
-def add_missing_bcc(raw: bytes, recipients: tuple[str, ...]) -> bytes:
-    """Return ``raw`` with a ``Bcc:`` header for envelope recipients its headers do not name.
-
-    A MIME send takes recipients from To/Cc/Bcc only; Exchange strips Bcc before
-    delivery. (Same rule as in ``graph.py``; backends do not import each other.)
-    """
-    headers = BytesHeaderParser().parsebytes(raw)
-    named = {
-        addr.lower()
-        for field in ("To", "Cc", "Bcc")
-        for _, addr in email.utils.getaddresses(headers.get_all(field, []))
-    }
-    missing = [r for r in recipients if r.lower() not in named]
-    if not missing:
-        return raw
-    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
-    return b"Bcc: " + ", ".join(missing).encode() + eol + raw

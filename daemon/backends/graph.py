@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -33,6 +32,7 @@ from daemon.backends.base import (
     OutgoingMail,
     PermanentSendError,
     RawMail,
+    add_missing_bcc,
 )
 
 log = logging.getLogger(__name__)
@@ -451,22 +451,3 @@ class GraphTransport:
     def close(self) -> None:
         """Release the HTTP session."""
         self._client.close()
-
-
-def add_missing_bcc(raw: bytes, recipients: tuple[str, ...]) -> bytes:
-    """Return ``raw`` with a ``Bcc:`` header for envelope recipients its headers do not name.
-
-    MIME sends (Graph, EWS) take recipients from To/Cc/Bcc only; Exchange strips
-    Bcc before delivery. ``raw`` is returned unchanged when nothing is missing.
-    """
-    headers = BytesHeaderParser().parsebytes(raw)
-    named = {
-        addr.lower()
-        for field in ("To", "Cc", "Bcc")
-        for _, addr in email.utils.getaddresses(headers.get_all(field, []))
-    }
-    missing = [r for r in recipients if r.lower() not in named]
-    if not missing:
-        return raw
-    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
-    return b"Bcc: " + ", ".join(missing).encode() + eol + raw

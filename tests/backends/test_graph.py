@@ -13,8 +13,14 @@ from collections.abc import Iterator
 import pytest
 
 from config.schema import MailboxSettings, OAuth2Settings, OutboundSettings
-from daemon.backends.base import AckOutcome, BackendError, OutgoingMail, PermanentSendError
-from daemon.backends.graph import GraphBackend, GraphTransport, add_missing_bcc
+from daemon.backends.base import (
+    AckOutcome,
+    BackendError,
+    OutgoingMail,
+    PermanentSendError,
+    add_missing_bcc,
+)
+from daemon.backends.graph import GraphBackend, GraphTransport
 from tests.support.fake_graph import ClientCredentialsTokens, FakeGraph
 from tests.support.ports import free_port
 
