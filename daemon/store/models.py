@@ -114,6 +114,8 @@ class LedgerEntry(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     processed_at: Mapped[datetime] = mapped_column(DateTime)
+    # A duplicate names the ledger row of the mail it repeats (never silently swallowed).
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("message_ledger.id"))
 
     __table_args__ = (Index("ix_ledger_sender_received", "sender", "received_at"),)
 
@@ -143,8 +145,16 @@ class QuarantineEntry(Base):
     sender: Mapped[str] = mapped_column(String(320), default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[str] = mapped_column(Text)
+    # The guard rule or failure kind ("sender-rate", "unparseable", "failed"): what
+    # ``quarantine release --reason`` selects on.
+    reason_code: Mapped[str] = mapped_column(String(32), default="", index=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # When the mail arrived in the mailbox (as the ledger's received_at).
+    received_at: Mapped[datetime | None] = mapped_column(DateTime)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime)
+    released_by: Mapped[str | None] = mapped_column(String(320))
+    release_outcome: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxEntry(Base):
@@ -230,3 +240,7 @@ class Heartbeat(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     backend: Mapped[str] = mapped_column(String(32), default="")
+    # running | degraded (backing off: database or mailbox unavailable) | stopped
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    condition: Mapped[str] = mapped_column(Text, default="")
+    condition_since: Mapped[datetime | None] = mapped_column(DateTime)
