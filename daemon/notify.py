@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.policy
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Sequence
@@ -35,7 +36,17 @@ BACKOFF_CAP = timedelta(hours=1)
 # Python 3.11 loses the space between RFC 2047 encoded words when it folds a
 # non-ASCII subject at 78 columns; folding only at RFC 5322's hard limit keeps
 # subjects intact (and every header we build is far shorter than 998).
-POLICY = email.policy.default.clone(max_line_length=998, linesep="\r\n")
+# cte_type 7bit: non-ASCII bodies go out quoted-printable or base64, never raw 8-bit
+# to a server that may not offer 8BITMIME.
+POLICY = email.policy.default.clone(max_line_length=998, linesep="\r\n", cte_type="7bit")
+# Control characters a request may carry (NUL, ESC, form feed ...) have no place in a
+# text body; tab, CR and LF stay.
+_BODY_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_body(text: str) -> str:
+    """``text`` without the control characters RFC 5322 bodies must not carry."""
+    return _BODY_CONTROL.sub("", text)
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,8 @@ class Composer:
         msg["Precedence"] = "bulk"
         msg[LOOP_HEADER] = self.loop_marker
         msg["X-Mailtriage-Ticket"] = ticket.id
-        msg.set_content(rendered.text)
-        msg.add_alternative(rendered.html, subtype="html")
+        msg.set_content(clean_body(rendered.text))
+        msg.add_alternative(clean_body(rendered.html), subtype="html")
         now = self.clock.now()
         row = OutboxEntry(
             message_id=message_id,

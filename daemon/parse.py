@@ -7,6 +7,7 @@ value built from mail text can inject a header into mail we send.
 
 from __future__ import annotations
 
+import codecs
 import email
 import logging
 import re
@@ -94,7 +95,7 @@ def decode_value(raw: str | None) -> str:
     text = _unescape_8bit(str(raw))
     try:
         return str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
+    except (ValueError, LookupError, AssertionError):  # UnicodeError is a ValueError
         return _decode_leniently(text)
 
 
@@ -116,7 +117,7 @@ def _decode_leniently(text: str) -> str:
     """Decode encoded words one by one, replacing what a charset cannot decode."""
     try:
         chunks = decode_header(text)
-    except (ValueError, LookupError, UnicodeError, AssertionError):
+    except (ValueError, LookupError, AssertionError):
         return text
     out = []
     for data, charset in chunks:
@@ -132,17 +133,28 @@ def _decode_leniently(text: str) -> str:
 
 def _decode_bytes(data: bytes, charset: str) -> str:
     """Decode with the declared charset, else as UTF-8 (often mislabelled), else lossily."""
-    # Senders label text with the narrow charset and then use its superset's characters.
-    name = _CHARSET_SUPERSETS.get(charset.lower(), charset)
-    for codec in (name, "utf-8"):
+    codec = _codec(charset)
+    for name in (codec, "utf-8"):
         try:
-            return data.decode(codec)
-        except (LookupError, UnicodeError):
+            return data.decode(name)
+        except UnicodeError:
             continue
+    return data.decode(codec, "replace")
+
+
+def _codec(charset: str | None) -> str:
+    """The Python codec for a declared charset; UTF-8 for anything unknown or hostile.
+
+    A charset name comes from the sender: ``x\\x00`` makes ``bytes.decode`` raise
+    ValueError (not LookupError), which once stopped the daemon.
+    """
+    name = (charset or "").strip().lower()
+    # Senders label text with the narrow charset and then use its superset's characters.
+    name = _CHARSET_SUPERSETS.get(name, name)
     try:
-        return data.decode(name, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+        return codecs.lookup(name).name if name else "utf-8"
+    except (LookupError, ValueError, TypeError):
+        return "utf-8"
 
 
 def message_ids(value: str) -> tuple[str, ...]:
@@ -173,9 +185,10 @@ def _part_types(msg: Message) -> tuple[str, ...]:
         part = stack.pop(0)
         ctype = part.get_content_type()
         found.append(ctype)
-        payload = part.get_payload()
-        if ctype.startswith("multipart/") and isinstance(payload, list):
-            stack.extend(p for p in payload if isinstance(p, Message))
+        # is_multipart() first: get_payload() of an 8-bit leaf decodes it with the
+        # sender's charset name, which may raise (``charset="x\\0"``).
+        if ctype.startswith("multipart/") and part.is_multipart():
+            stack.extend(p for p in part.get_payload() if isinstance(p, Message))
     return tuple(found)
 
 
@@ -223,14 +236,26 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
     if not msg.keys():
         raise UnparseableMail("no headers: not an RFC 5322 message")
     _walk_limits(msg, limits)
+    try:
+        return _inbound(msg, len(raw))
+    except (ValueError, LookupError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        # The stdlib and mail-parser raise these on mail hostile in ways not met before:
+        # quarantine it at once with the reason instead of three failing attempts.
+        raise UnparseableMail(f"cannot read the mail: {type(exc).__name__}: {exc}") from exc
+
+
+def _inbound(msg: Message, size: int) -> InboundMessage:
+    """The :class:`InboundMessage` of a parsed, size-checked ``msg``."""
     text, html, attachments, defects = _bodies(msg)
-    raw_from = _raw(msg, "From")
+    froms = _raw_all(msg, "From")
+    raw_from = froms[0] if froms else ""
     raw_sender = _raw(msg, "Sender")
     return InboundMessage(
         message_id=(message_ids(_raw(msg, "Message-ID")) or ("",))[0],
         subject=sanitize_header(decode_value(_raw(msg, "Subject"))),
         from_header=sanitize_header(decode_value(raw_from)),
-        sender=_bare(raw_from),
+        # Two From headers could be read two ways: no sender, so nobody is answered.
+        sender=_bare(raw_from) if len(froms) == 1 else None,
         sender_header=_bare(str(raw_sender)) if raw_sender else None,
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
@@ -242,7 +267,7 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
         attachments=attachments,
         defects=defects,
         content_type=msg.get_content_type(),
-        size=len(raw),
+        size=size,
         report_type=str(msg.get_param("report-type") or "")
         if msg.get_content_maintype() == "multipart"
         else "",
@@ -281,13 +306,30 @@ def _stdlib_bodies(msg: Message) -> _Bodies:
     while stack:
         part = stack.pop(0)
         defects.update(type(d).__name__ for d in part.defects)
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack[:0] = [p for p in payload if isinstance(p, Message)]
-        elif part.get_filename() or part.get_content_disposition() == "attachment":
-            names.append(decode_value(part.get_filename() or ""))
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            stack[:0] = [p for p in part.get_payload() if isinstance(p, Message)]
+        elif _filename(part) or part.get_content_disposition() == "attachment":
+            names.append(decode_value(_filename(part)))
         elif part.get_content_type() in ("text/plain", "text/html"):
             data = part.get_payload(decode=True) or b""
-            decoded = _decode_bytes(data, part.get_content_charset() or "utf-8")
+            decoded = _decode_bytes(data, _charset(part))
             (text if part.get_content_subtype() == "plain" else html).append(decoded)
     return "\n".join(text).strip(), "\n".join(html).strip(), tuple(names), tuple(sorted(defects))
+
+
+# The stdlib decodes RFC 2231 parameters with the sender's charset name and raises
+# ValueError on one like ``x\\0``: read them with a fallback.
+
+
+def _filename(part: Message) -> str:
+    try:
+        return part.get_filename() or ""
+    except (ValueError, LookupError):
+        return str(part.get_param("filename", "", unquote=True) or "")
+
+
+def _charset(part: Message) -> str:
+    try:
+        return part.get_content_charset() or "utf-8"
+    except (ValueError, LookupError):
+        return "utf-8"

@@ -29,7 +29,7 @@ from tests.support.mail import make_mail
 OWN = "support@example.com"
 CTX = GuardContext(frozenset({OWN}), "mailtriage; example.com", lambda sender: 0, 20)
 SISIMAI = EMAILS / "sisimai-set-of-emails" / "files"
-DROPPED_AS_MACHINE_MAIL = {"bounce", "report", "auto-reply"}
+DROPPED_AS_MACHINE_MAIL = {"bounce", "report", "service-notice", "auto-reply"}
 
 
 def mail(**kw: str) -> InboundMessage:
@@ -363,13 +363,15 @@ def ids(path: Path) -> str:
 
 
 # Sisimai counts these as bounce-corpus files, but they are not bounces of ours to drop:
+# Amazon SES "Delivery" notifications sent by SNS, and fml list-manager notices
+# ("you are not a member", "loop alert"): a machine talking, never a ticket.
+SERVICE_NOTICES = (
+    "lhost-amazonses-12.eml",
+    "lhost-amazonses-13.eml",
+    "lhost-fml-02.eml",
+    "lhost-fml-03.eml",
+)
 KNOWN_NOT_DROPPED = {
-    # Amazon SES "Delivery" notifications (successful deliveries) sent by SNS from no-reply@.
-    "lhost-amazonses-12.eml": Action.SILENT,
-    "lhost-amazonses-13.eml": Action.SILENT,
-    # fml list-manager notices ("you are not a member", "loop alert"): list mail, no ack.
-    "lhost-fml-02.eml": Action.SILENT,
-    "lhost-fml-03.eml": Action.SILENT,
     # A person forwarding a bounce ("Fwd: Returned mail: ..."): a request for help.
     "lhost-sendmail-14.eml": Action.ACCEPT,
 }
@@ -402,6 +404,45 @@ def test_flanker_bounce_is_a_bounce(path: Path):
 @pytest.mark.parametrize("path", REPORTS, ids=ids)
 def test_real_report_is_a_report(path: Path):
     assert verdict_of(path).hits[0] == "report"
+
+
+@pytest.mark.parametrize("name", SERVICE_NOTICES)
+def test_service_notices_make_no_ticket(name: str):
+    verdict = verdict_of(SISIMAI / "bsd" / name)
+    assert verdict.action is Action.DROP and verdict.hits[0] == "service-notice"
+
+
+def test_gmail_noreply_sender_is_not_answered():
+    path = EMAILS / "mikel-mail/files/mime_emails/raw_email_encoded_stack_level_too_deep.eml"
+    verdict = verdict_of(path)
+    assert verdict.hits == ("auto-generated",) and not verdict.may_answer
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["gmail-noreply@google.com", "no-reply+x@a.com", "alerts.donotreply@b.org", "NoReply@c.com"],
+)
+def test_noreply_as_a_word_of_the_local_part(sender: str):
+    assert check(raw(f"From: {sender}", "Subject: hi"), CTX).hits == ("auto-generated",)
+
+
+@pytest.mark.parametrize("sender", ["noreplyhelp@a.com", "knoreply@a.com", "reply@a.com"])
+def test_noreply_inside_a_word_is_a_person(sender: str):
+    assert check(raw(f"From: {sender}", "Subject: hi"), CTX).action is Action.ACCEPT
+
+
+def test_mailman_administrivia_is_a_service_notice():
+    msg = raw(
+        "From: it-list-owner@lists.example.com",
+        "X-List-Administrivia: yes",
+        "Subject: Your message awaits moderator approval",
+    )
+    assert check(msg, CTX).hits[0] == "service-notice"
+
+
+def test_a_member_posting_through_fml_is_list_mail_not_a_notice():
+    msg = raw("From: member@example.org", "X-MLServer: fml [fml 4.0.3]", "Subject: printer")
+    assert check(msg, CTX).hits == ("list-mail",)
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_NOT_DROPPED))

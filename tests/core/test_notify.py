@@ -219,3 +219,27 @@ def test_kind_html_escapes_what_people_wrote(kind, composer, session, ticket):
     row = composer.compose(session, kind, ticket, ["ann@example.com"], **CONTEXT)
     html = part(row, "html")
     assert "<script>" not in html and "<b>" not in html
+
+
+# --- control characters from the request (issue: NUL copied into a 7bit body)
+
+
+def test_control_bytes_of_the_request_never_reach_a_body(composer, session, ticket):
+    ticket.corrected_text = "line one\x00\x01\x1b[31m red\x0c\x7f end\ttab"
+    row = composer.compose(session, "assigned", ticket, ["ann@example.com"], reasons=[])
+    message = parsed(row)
+    for leaf in message.walk():
+        if leaf.is_multipart():
+            continue
+        cte = str(leaf["Content-Transfer-Encoding"] or "7bit").lower()
+        assert cte in ("7bit", "quoted-printable", "base64")
+        assert not any(b in leaf.get_payload().encode() for b in (b"\x00", b"\x1b", b"\x7f"))
+        text = leaf.get_content()
+        assert "\x00" not in text and "\x1b" not in text and "line one" in text
+
+
+def test_non_ascii_bodies_go_out_seven_bit_clean(composer, session, ticket):
+    ticket.corrected_text = "Drucker im Büro \u2013 \u00c4rger" * 3
+    row = composer.compose(session, "assigned", ticket, ["ann@example.com"], reasons=[])
+    assert max(row.raw) < 0x80
+    assert "Drucker im Büro" in part(row, "plain")

@@ -243,3 +243,34 @@ def test_raw_bytes_are_untouched():
 def test_charsets_decode_to_readable_text(path: str, field: str, expected: str):
     value = getattr(parse_message(fixture(path)), field)
     assert expected in (value if isinstance(value, str) else " ".join(value))
+
+
+# --- hostile charsets and From headers (issue: one 106-byte mail stopped all intake)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Subject: =?x\x00?q?hi?=",
+        b"From: =?x\x00?q?hi?= <ann@example.com>",
+        b"Subject: =?utf-8\x00?b?aGk=?=",
+        b"Subject: =?\x00?q?hi?=",
+        b'Content-Type: text/plain; charset="x\x00"',
+        b"Content-Type: text/plain; charset*=x\x00''hi",
+    ],
+)
+def test_nul_in_a_charset_name_parses(header: bytes):
+    raw = b"From: ann@example.com\r\n" + header + b"\r\nMessage-ID: <1@x>\r\n\r\nhello \xe9\r\n"
+    msg = parse_message(raw)
+    assert "\x00" not in msg.subject and "\x00" not in msg.from_header
+    assert msg.body.startswith("hello")
+
+
+def test_a_bogus_charset_decodes_as_utf8():
+    assert decode_value("=?no-such-charset?q?caf=C3=A9?=") == "café"
+
+
+def test_two_from_headers_give_no_sender():
+    raw = b"From: ann@example.com\r\nFrom: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
+    msg = parse_message(raw)
+    assert msg.sender is None and msg.from_header == "ann@example.com"
