@@ -48,6 +48,10 @@ class DatabaseSettings(_Section):
 
     url: str = "sqlite:///var/mailtriage.db"
     echo: bool = False
+    # SQLite: how long one statement waits for another process's write lock.
+    busy_timeout_seconds: float = Field(default=10, gt=0)
+    # run --once: how long to ride out a database outage before giving up (exit 1).
+    outage_patience_seconds: float = Field(default=300, ge=0)
 
 
 class OAuth2Settings(_Section):

@@ -98,7 +98,8 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     url = database_url(settings)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url, echo=settings.database.echo)
+    busy_ms = int(settings.database.busy_timeout_seconds * 1000)
+    engine = make_engine(url, echo=settings.database.echo, busy_ms=busy_ms)
     migrate(engine)
     return engine, session_factory(engine)
 

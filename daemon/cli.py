@@ -7,6 +7,7 @@ one line on stderr plus a hint; tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
@@ -67,9 +68,10 @@ def cmd_run(args) -> int:
     app = build_app(settings, crash=crash_hook())
     try:
         if args.once:
+            app.runner.outage_patience = settings.database.outage_patience_seconds
             stats = app.runner.run_pass()
-            changed = run_due(app)
-            sent = app.sender.send_due()
+            changed = app.runner.patiently(run_due, app)
+            sent = app.runner.patiently(app.sender.drain)
             print(
                 f"processed {stats.fetched} mail(s): "
                 + (
@@ -188,6 +190,86 @@ def cmd_ticket(args) -> int:
     return 0
 
 
+# -- quarantine ---------------------------------------------------------------
+def cmd_quarantine(args) -> int:
+    return {"list": _quarantine_list, "show": _quarantine_show, "release": _quarantine_release}[
+        args.quarantine_command
+    ](args)
+
+
+def _quarantine_row(e) -> dict:
+    return {
+        "id": e.id,
+        "ref": e.ref,
+        "reason_code": e.reason_code,
+        "reason": e.reason,
+        "sender": e.sender,
+        "subject": e.subject,
+        "quarantined_at": e.created_at.isoformat(timespec="seconds"),
+        "released_at": e.released_at.isoformat(timespec="seconds") if e.released_at else None,
+        "released_by": e.released_by,
+        "release_outcome": e.release_outcome,
+    }
+
+
+def _quarantine_list(args) -> int:
+    from daemon.quarantine import entries
+
+    with _read_session(_readonly_settings(args)) as session:
+        rows = [_quarantine_row(e) for e in entries(session, args.reason, args.all)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        state = f"released {r['released_at']}" if r["released_at"] else "held"
+        print(
+            f"#{r['id']:<6} {r['reason_code'] or '-':<12} {state:<10} {r['sender'][:40]:<40} "
+            f"{r['subject'][:50]}"
+        )
+    print(f"{len(rows)} quarantined mail(s)")
+    return 0
+
+
+def _quarantine_show(args) -> int:
+    from daemon.store.models import QuarantineEntry
+
+    with _read_session(_readonly_settings(args)) as session:
+        entry = session.get(QuarantineEntry, args.id)
+        if entry is None:
+            raise UserError(f"no quarantined mail #{args.id}")
+        if args.raw:
+            sys.stdout.buffer.write(entry.raw)
+            return 0
+        for key, value in _quarantine_row(entry).items():
+            print(f"{key:>16}: {value if value is not None else '-'}")
+        print()
+        print(entry.raw[:4096].decode("utf-8", "replace"))
+    return 0
+
+
+def _quarantine_release(args) -> int:
+    from daemon.app import build_app
+    from daemon.quarantine import entries, release
+
+    if bool(args.ids) == bool(args.reason):
+        raise UserError("name the mail to release: IDs, or --reason CODE (e.g. sender-rate)")
+    app = build_app(_settings(args))
+    try:
+        if args.reason:
+            with app.factory() as session:
+                ids = [e.id for e in entries(session, args.reason)]
+        else:
+            ids = list(args.ids)
+        actor = args.by or f"admin:{getpass.getuser()}"
+        for entry_id in ids:
+            outcome = release(app.pipeline, app.factory, entry_id, actor)
+            print(f"#{entry_id}: {outcome.kind} {outcome.ticket_id or ''}".rstrip())
+    finally:
+        app.close()
+    print(f"released {len(ids)} mail(s); the daemon (or run --once) sends what they queued")
+    return 0
+
+
 # -- web, check-config --------------------------------------------------------
 def cmd_web(args) -> int:
     from web_status.server import start_in_thread
@@ -299,8 +381,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", action="store_true", help="also try the mailbox and transport")
     p.set_defaults(func=cmd_check_config)
 
+    _add_quarantine(sub, common)
     _add_classifier(sub, common)
     return parser
+
+
+def _add_quarantine(sub, common) -> None:
+    p = sub.add_parser("quarantine", parents=[common], help="list, show or release held mail")
+    inner = p.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    q = inner.add_parser("list", parents=[common], help="quarantined mail, oldest first")
+    q.add_argument("--reason", help="only this reason code (sender-rate, unparseable, failed)")
+    q.add_argument("--all", action="store_true", help="include mail already released")
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q = inner.add_parser("show", parents=[common], help="one quarantined mail")
+    q.add_argument("id", type=int)
+    q.add_argument("--raw", action="store_true", help="write the raw bytes to stdout")
+    q = inner.add_parser("release", parents=[common], help="process held mail now, once")
+    q.add_argument("ids", nargs="*", type=int, metavar="ID")
+    q.add_argument("--reason", help="release every held mail with this reason code")
+    q.add_argument("--by", help="who releases (recorded in the history; default admin:LOGIN)")
+    p.set_defaults(func=cmd_quarantine)
 
 
 def _cmd_demo(args) -> int:

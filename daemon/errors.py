@@ -13,3 +13,11 @@ class UserError(MailtriageError):
 
 class RuntimeFailure(MailtriageError):
     """The system failed (database, mailbox, transport); retrying may help."""
+
+
+class StoreUnavailable(RuntimeFailure):
+    """The database cannot be used now (locked, full, read-only, connection lost).
+
+    Not the fault of the mail in hand: the runner backs off and retries it
+    without counting an attempt.
+    """

@@ -172,6 +172,13 @@ class OutboxSender:
                 sent += self._send_one(row_id)
         return sent
 
+    def drain(self, batch: int = 500) -> int:
+        """Send until nothing is due (rows that failed wait for their retry time)."""
+        total = 0
+        while sent := self.send_due(batch):
+            total += sent
+        return total
+
     def _send_one(self, row_id: int) -> int:
         with self.factory() as session, session.begin():
             row = session.scalars(

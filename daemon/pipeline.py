@@ -13,19 +13,20 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.base import Classification, Classifier, Correction, Corrector
 from config.schema import Settings
 from daemon.backends.base import RawMail
 from daemon.clock import Clock
-from daemon.guards import Action, GuardContext, Verdict, check
+from daemon.guards import RULES, Action, GuardContext, Verdict, check
 from daemon.notify import Composer, Threading
 from daemon.parse import InboundMessage, Limits, parse_message
-from daemon.store.models import Comment, Event, LedgerEntry, Ticket
+from daemon.store.models import Comment, Event, LedgerEntry, QuarantineEntry, Ticket
 from daemon.threads import ThreadMatch, find_ticket, new_ticket_id
 from routing.facts import TicketFacts
 from routing.route import PRIORITY_WEIGHT, route
@@ -34,10 +35,50 @@ log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("new", "assigned", "in_progress", "waiting", "awaiting_approval")
 SYSTEM_ACTOR = "mailtriage"
+DATE_TRUST = timedelta(days=7)
 
 
 class Hold(Exception):
     """The mail must be held in quarantine (e.g. sender over the rate limit)."""
+
+    def __init__(self, message: str, rule: str = "", arrived: datetime | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.arrived = arrived
+
+
+class AlreadyReleased(Exception):
+    """A quarantined mail was released by someone else first."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """An admin's release of quarantined mail #``entry_id``: skip the rules that held it."""
+
+    entry_id: int
+    actor: str
+    reason: str = ""
+    skip: frozenset[str] = frozenset({"sender-rate"})
+
+    @property
+    def rules(self) -> tuple:
+        """The guard rules that still apply."""
+        return tuple(r for r in RULES if r.name not in self.skip)
+
+
+def _dup_key(ref: str) -> str:
+    """A unique content key for a duplicate's own ledger row (refs can be long)."""
+    return f"dup:{hashlib.sha256(ref.encode('utf-8', 'replace')).hexdigest()}"
+
+
+def _duplicate_outcome(original: LedgerEntry) -> Outcome:
+    received = original.received_at.strftime("%Y-%m-%d %H:%M") if original.received_at else "?"
+    reason = (
+        f"duplicate of mail #{original.id} (Message-ID {original.message_id or '-'}, "
+        f"from {original.sender or '-'}, received {received}, "
+        f"{original.outcome} {original.ticket_id or ''})"
+    )
+    return Outcome("duplicate", original.ticket_id, reason.replace(" )", ")"), ("duplicate",))
 
 
 @dataclass(frozen=True)
@@ -50,11 +91,45 @@ class Outcome:
     hits: tuple[str, ...] = ()
 
 
-def content_key(msg: InboundMessage, raw: bytes) -> str:
-    """Message-ID plus a hash of the body: equal for the same mail fetched twice."""
+def content_keys(msg: InboundMessage, raw: bytes) -> tuple[str, ...]:
+    """What makes two fetched mails the *same* mail; the first is stored, all are looked up.
+
+    The same Message-ID from the same From (a mail delivered twice, or fetched
+    again after a crash or a UIDVALIDITY change), else the same bytes. Two
+    different mails that lack a Message-ID and share a short body ("Thanks")
+    are different mails. The second key is the one used before schema 0003
+    (Message-ID + body hash), kept so mail stored then is still recognised;
+    without a Message-ID it would be too loose, so it is only used with one.
+    """
+    if not msg.message_id:
+        return (f"r:{hashlib.sha256(raw).hexdigest()}",)
+    who = (msg.sender or msg.from_header).lower()
+    mine = hashlib.sha256(f"{msg.message_id}\0{who}".encode("utf-8", "replace")).hexdigest()
+    return (f"m:{mine}", _legacy_key(msg, raw))
+
+
+def _legacy_key(msg: InboundMessage, raw: bytes) -> str:
     body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
     digest = hashlib.sha256(msg.message_id.encode() + b"\0" + body).hexdigest()
     return f"c:{digest}"
+
+
+def arrival_time(mail: RawMail, msg: InboundMessage, now: datetime) -> datetime:
+    """When the mail reached the mailbox: the backend's time, else a plausible Date header.
+
+    The sender rate counts by arrival, so a backlog drained at once is judged as
+    it arrived. A Date header is the sender's claim: it is used only within
+    DATE_TRUST of now and never in the future.
+    """
+    if mail.received_at is not None:
+        return mail.received_at
+    try:
+        stated = parsedate_to_datetime(msg.header("date"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return now
+    if stated.tzinfo is not None:
+        stated = stated.astimezone(UTC).replace(tzinfo=None)
+    return stated if now - DATE_TRUST <= stated <= now else now
 
 
 @dataclass
@@ -99,39 +174,22 @@ class Pipeline:
             a.lower() for a in (settings.mailbox.support_address, settings.outbound.from_address)
         )
 
-    def process(self, mail: RawMail) -> Outcome:
-        """Process ``mail``; raise UnparseableMail or Hold for the runner to quarantine."""
+    def process(self, mail: RawMail, release: Release | None = None) -> Outcome:
+        """Process ``mail``; raise UnparseableMail or Hold for the runner to quarantine.
+
+        ``release`` re-processes a quarantined mail for an admin: the rules it
+        names are skipped and the quarantine row is marked released in the same
+        transaction, so a mail is released exactly once.
+        """
         t = time.perf_counter()
         msg = parse_message(mail.raw, self.limits)
         t = self.timer.add("parse", t)
-        received = mail.received_at or self.clock.now()
+        received = arrival_time(mail, msg, self.clock.now())
         with self.factory() as session, session.begin():
-            key = content_key(msg, mail.raw)
-            if self._is_duplicate(session, key):
-                self._ledger(session, mail, msg, f"dup:{mail.ref}", "duplicate", received)
-                self._commit_point()
-                return Outcome("duplicate", reason="same Message-ID and body seen before")
-            verdict = check(msg, self._guard_context(session))
-            t = self.timer.add("guards", t)
-            if verdict.action is Action.HOLD:
-                raise Hold(f"{verdict.hits[0]}: {verdict.reason}")
-            match = find_ticket(session, msg)
-            t = self.timer.add("thread", t)
-            for ext in self.extensions:
-                handled = ext.handle(session, msg, match, verdict, mail)
-                if handled is not None:
-                    self._ledger(session, mail, msg, key, handled.kind, received, handled)
-                    self._commit_point()
-                    return handled
-            if not verdict.makes_ticket:
-                outcome = self._ignore(session, msg, match, verdict)
-            elif match is not None:
-                outcome = self._comment(session, msg, match, verdict)
-            else:
-                outcome = self._new_ticket(session, msg, verdict, received)
-            self._ledger(session, mail, msg, key, outcome.kind, received, outcome)
+            outcome = self._decide(session, mail, msg, received, release, t)
+            if release is not None:
+                self._mark_released(session, release, outcome)
             self._commit_point()
-        self.timer.add("store", t)
         log.info(
             "mail %s from %s: %s %s (%s)",
             msg.message_id or mail.ref,
@@ -142,22 +200,65 @@ class Pipeline:
         )
         return outcome
 
+    def _decide(self, session, mail, msg, received, release, t) -> Outcome:
+        """Everything one mail changes, added to ``session``; returns what became of it."""
+        keys = content_keys(msg, mail.raw)
+        original = self._original(session, keys)
+        if original is not None:
+            outcome = _duplicate_outcome(original)
+            self._ledger(session, mail, msg, _dup_key(mail.ref), received, outcome, original.id)
+            return outcome
+        rules = release.rules if release else RULES
+        verdict = check(msg, self._guard_context(session, received), rules)
+        t = self.timer.add("guards", t)
+        if verdict.action is Action.HOLD:
+            raise Hold(f"{verdict.hits[0]}: {verdict.reason}", verdict.hits[0], received)
+            match = find_ticket(session, msg)
+            t = self.timer.add("thread", t)
+        match = find_ticket(session, msg)
+        t = self.timer.add("thread", t)
+        outcome = self._handled_by_extension(session, msg, match, verdict, mail)
+        if outcome is None:
+            outcome = self._route_mail(session, msg, match, verdict, received)
+        self._ledger(session, mail, msg, keys[0], received, outcome)
+        self.timer.add("store", t)
+        return outcome
+
+    def _handled_by_extension(self, session, msg, match, verdict, mail) -> Outcome | None:
+        for ext in self.extensions:
+            handled = ext.handle(session, msg, match, verdict, mail)
+            if handled is not None:
+                return handled
+        return None
+
+    def _route_mail(self, session, msg, match, verdict, received) -> Outcome:
+        if not verdict.makes_ticket:
+            return self._ignore(session, msg, match, verdict)
+        if match is not None:
+            return self._comment(session, msg, match, verdict)
+        return self._new_ticket(session, msg, verdict, received)
+
     def _commit_point(self) -> None:
         # Crash-safety tests kill the process here: inside the transaction.
         self.crash("in_transaction")
 
-    def _is_duplicate(self, session: Session, key: str) -> bool:
-        return (
-            session.scalar(select(LedgerEntry.id).where(LedgerEntry.content_key == key)) is not None
-        )
+    @staticmethod
+    def _original(session: Session, keys: tuple[str, ...]) -> LedgerEntry | None:
+        """The ledger row of the mail these keys identify, if it was seen before."""
+        stmt = select(LedgerEntry).where(LedgerEntry.content_key.in_(keys)).limit(1)
+        return session.scalars(stmt).first()
 
-    def _guard_context(self, session: Session) -> GuardContext:
+    def _guard_context(self, session: Session, arrived: datetime) -> GuardContext:
         g = self.settings.guards
-        since = self.clock.now() - timedelta(minutes=g.sender_rate_window_minutes)
+        since = arrived - timedelta(minutes=g.sender_rate_window_minutes)
 
         def recent(sender: str) -> int:
+            # By arrival: the window ends when this mail arrived, not when it is processed.
             stmt = select(func.count(LedgerEntry.id)).where(
-                LedgerEntry.sender == sender, LedgerEntry.received_at >= since
+                LedgerEntry.sender == sender,
+                LedgerEntry.received_at > since,
+                LedgerEntry.received_at <= arrived,
+                LedgerEntry.outcome != "duplicate",
             )
             return int(session.scalar(stmt) or 0)
 
@@ -169,9 +270,9 @@ class Pipeline:
         mail: RawMail,
         msg: InboundMessage,
         key: str,
-        kind: str,
         received: datetime,
-        outcome: Outcome | None = None,
+        outcome: Outcome,
+        duplicate_of: int | None = None,
     ) -> None:
         session.add(
             LedgerEntry(
@@ -180,15 +281,38 @@ class Pipeline:
                 message_id=msg.message_id,
                 sender=msg.sender or "",
                 subject=msg.subject,
-                outcome=kind,
-                reason=outcome.reason if outcome else "",
-                rule_hits=list(outcome.hits) if outcome else [],
-                ticket_id=outcome.ticket_id if outcome else None,
+                outcome=outcome.kind,
+                reason=outcome.reason,
+                rule_hits=list(outcome.hits),
+                ticket_id=outcome.ticket_id,
                 raw=mail.raw,
                 received_at=received,
                 processed_at=self.clock.now(),
+                duplicate_of=duplicate_of,
             )
         )
+
+    def _mark_released(self, session: Session, release: Release, outcome: Outcome) -> None:
+        """Mark the quarantine row released, once: a second release finds it taken."""
+        now = self.clock.now()
+        summary = f"{outcome.kind} {outcome.ticket_id or ''}".strip()
+        done = session.execute(
+            update(QuarantineEntry)
+            .where(QuarantineEntry.id == release.entry_id, QuarantineEntry.released_at.is_(None))
+            .values(released_at=now, released_by=release.actor, release_outcome=summary)
+        )
+        if done.rowcount != 1:
+            raise AlreadyReleased(f"quarantined mail #{release.entry_id} was already released")
+        if outcome.ticket_id:
+            self.event(
+                session,
+                outcome.ticket_id,
+                release.actor,
+                "released_from_quarantine",
+                quarantine_id=release.entry_id,
+                reason=release.reason,
+                outcome=outcome.kind,
+            )
 
     def event(self, session: Session, ticket_id: str, actor: str, action: str, **details) -> None:
         """Append one line to a ticket's history."""

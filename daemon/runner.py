@@ -5,6 +5,12 @@ finished, retried, or quarantined after ``guards.max_attempts`` — never lost.
 The attempt is counted and committed *before* processing, so even a mail that
 kills the process ends in quarantine instead of looping forever.
 
+A database outage (locked, full, read-only, connection lost) is nobody's mail's
+fault: the runner backs off and retries the same step, charging no attempt, and
+records the condition on its heartbeat when it can. Another worker that
+committed or quarantined a mail first is not an error either: the mail is acked
+and the pass moves on.
+
 Crash points (``MAILTRIAGE_CRASH_AT``) let the crash-safety tests SIGKILL the
 process at: ``after_fetch``, ``in_transaction``, ``after_commit``, ``after_send``.
 """
@@ -16,22 +22,31 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.backends.base import AckOutcome, BackendError, MailboxBackend, RawMail
 from daemon.clock import Clock
+from daemon.errors import StoreUnavailable
 from daemon.notify import OutboxSender
-from daemon.parse import UnparseableMail, decode_value, parse_message
+from daemon.parse import UnparseableMail
 from daemon.pipeline import Hold, Pipeline
+from daemon.quarantine import peek, storable
+from daemon.store.db import is_outage
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry
 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 2.0
+OUTAGE_BACKOFF_CAP = 30.0
+T = TypeVar("T")
 CRASH_POINTS = ("after_fetch", "in_transaction", "after_commit", "after_send")
 
 
@@ -90,65 +105,109 @@ class Runner:
         self.started_at = clock.now()
         self.processed = 0
         self.stop_event = threading.Event()
+        # How long to keep retrying through a database outage (None: for ever, the daemon).
+        self.outage_patience: float | None = None
+        # Mails whose last attempt ended in a database outage: the next one is not charged.
+        self._uncharged: set[str] = set()
+        # Mails that could not even be quarantined: left in the mailbox, skipped until restart.
+        self._stuck: set[str] = set()
 
     # -- one pass ---------------------------------------------------------
     def run_pass(self) -> PassStats:
-        """Process everything in the mailbox now, then send the outbox."""
+        """Process everything in the mailbox now, sending the outbox between batches."""
         stats = PassStats()
         seen: set[str] = set()
-        cursor = self._load_cursor()
+        cursor = self.patiently(self._load_cursor)
         while not self.stop_event.is_set():
             result = self.backend.fetch_new(cursor, self.batch)
-            fresh = [m for m in result.mails if m.ref not in seen]
+            fresh = [m for m in result.mails if m.ref not in seen and m.ref not in self._stuck]
             for mail in fresh:
                 seen.add(mail.ref)
                 stats.fetched += 1
-                self.handle(mail, stats)
+                self.patiently(self.handle, mail, stats)
             if result.cursor is not None and result.cursor != cursor:
                 cursor = result.cursor
-                self._save_cursor(cursor)
+                self.patiently(self._save_cursor, cursor)
+            # Requesters hear back while a backlog drains, not after it.
+            stats.sent += self.patiently(self.sender.send_due)
             if not fresh:
                 break
-        stats.sent = self.sender.send_due()
-        self.beat()
+        self.patiently(self.beat)
         return stats
 
     def handle(self, mail: RawMail, stats: PassStats) -> None:
-        """Finish, retry or quarantine one mail."""
+        """Finish, retry or quarantine one mail; raise only for an outage."""
         self.crash("after_fetch")
         state = self._known(mail.ref)
         if state is not None:
-            # Committed before a crash, but not acked: ack now, process nothing.
-            self.backend.ack(mail.ref, state)
-            stats.count("already-done")
+            # Committed before a crash (or by another worker), but not acked: ack now.
+            self._ack_done(mail, state, stats)
             return
         attempt = self._record_attempt(mail.ref)
         if attempt > self.max_attempts:
-            self._quarantine(mail, f"failed {attempt - 1} times: {self._last_error(mail.ref)}")
-            stats.quarantined += 1
+            reason = f"failed {attempt - 1} times: {self._last_error(mail.ref)}"
+            self._quarantine(mail, reason, "failed", stats)
             return
+        self._attempt(mail, attempt, stats)
+
+    def _attempt(self, mail: RawMail, attempt: int, stats: PassStats) -> None:
         try:
             outcome = self.pipeline.process(mail)
-        except (UnparseableMail, Hold) as exc:
-            self._quarantine(mail, str(exc))
-            stats.quarantined += 1
+        except UnparseableMail as exc:
+            self._quarantine(mail, str(exc), "unparseable", stats)
+            return
+        except Hold as exc:
+            self._quarantine(mail, str(exc), exc.rule or "held", stats, exc.arrived)
             return
         except BackendError:
             raise
+        except IntegrityError as exc:
+            self._claimed_elsewhere(mail, attempt, exc, stats)
+            return
         except Exception as exc:  # one catch-all per message: the others keep flowing
-            log.exception(
-                "processing %s failed (attempt %d/%d)", mail.ref, attempt, self.max_attempts
-            )
-            self._record_error(mail.ref, f"{type(exc).__name__}: {exc}")
-            stats.failed += 1
-            if attempt >= self.max_attempts:
-                self._quarantine(mail, f"failed {attempt} times: {type(exc).__name__}: {exc}")
-                stats.quarantined += 1
+            self._failed(mail, attempt, exc, stats)
             return
         self.crash("after_commit")
         self.backend.ack(mail.ref, AckOutcome.PROCESSED)
         self.processed += 1
         stats.count(outcome.kind)
+
+    def _ack_done(self, mail: RawMail, state: AckOutcome, stats: PassStats) -> None:
+        self.backend.ack(mail.ref, state)
+        stats.count("already-done")
+
+    def _claimed_elsewhere(
+        self, mail: RawMail, attempt: int, exc: IntegrityError, stats: PassStats
+    ) -> None:
+        """A unique key collided: another worker committed this mail (or its twin) first."""
+        state = self._known(mail.ref)
+        if state is not None:
+            log.info("mail %s was committed by another worker; acking it", mail.ref)
+            self._ack_done(mail, state, stats)
+            return
+        # Its twin (same Message-ID and From) won the race: processing again finds it
+        # in the ledger and records this mail as its duplicate.
+        self._uncharged.add(mail.ref)
+        self._failed(mail, attempt, exc, stats, quarantine=False)
+
+    def _failed(
+        self, mail: RawMail, attempt: int, exc: Exception, stats: PassStats, quarantine=True
+    ) -> None:
+        if is_outage(exc):
+            self._uncharged.add(mail.ref)
+            raise StoreUnavailable(describe_outage(exc)) from exc
+        log.error(
+            "processing %s failed (attempt %d/%d)",
+            mail.ref,
+            attempt,
+            self.max_attempts,
+            exc_info=exc,
+        )
+        error = f"{type(exc).__name__}: {exc}"
+        self._record_error(mail.ref, error)
+        stats.failed += 1
+        if quarantine and attempt >= self.max_attempts:
+            self._quarantine(mail, f"failed {attempt} times: {error}", "failed", stats)
 
     # -- ledger, attempts, quarantine ---------------------------------------
     def _known(self, ref: str) -> AckOutcome | None:
@@ -160,41 +219,122 @@ class Runner:
         return None
 
     def _record_attempt(self, ref: str) -> int:
+        """Count one attempt at ``ref`` (unless the last one hit an outage); return the count."""
+        charge = 0 if ref in self._uncharged else 1
+        now = self.clock.now()
         with self.factory() as session, session.begin():
-            row = session.get(Attempt, ref)
-            if row is None:
-                row = Attempt(ref=ref, count=0, last_error="", updated_at=self.clock.now())
-                session.add(row)
-            row.count += 1
-            row.updated_at = self.clock.now()
-            return row.count
+            # UPDATE first, INSERT if there was no row; a concurrent worker's INSERT
+            # in between makes ours collide, and the UPDATE is then tried again.
+            if not self._bump_attempt(session, ref, charge, now):
+                try:
+                    with session.begin_nested():
+                        session.add(Attempt(ref=ref, count=1, last_error="", updated_at=now))
+                except IntegrityError:
+                    self._bump_attempt(session, ref, charge, now)
+            count = session.scalar(select(Attempt.count).where(Attempt.ref == ref)) or 1
+        self._uncharged.discard(ref)
+        return int(count)
+
+    @staticmethod
+    def _bump_attempt(session: Session, ref: str, charge: int, now: datetime) -> bool:
+        stmt = (
+            update(Attempt)
+            .where(Attempt.ref == ref)
+            .values(count=Attempt.count + charge, updated_at=now)
+        )
+        return session.execute(stmt).rowcount == 1
 
     def _record_error(self, ref: str, error: str) -> None:
         with self.factory() as session, session.begin():
             row = session.get(Attempt, ref)
             if row is not None:
-                row.last_error = error[:4000]
+                row.last_error = storable(error, 4000)
 
     def _last_error(self, ref: str) -> str:
         with self.factory() as session:
             row = session.get(Attempt, ref)
             return (row.last_error if row else "") or "the process died while handling it"
 
-    def _quarantine(self, mail: RawMail, reason: str) -> None:
-        sender, subject = _peek(mail.raw)
-        with self.factory() as session, session.begin():
-            session.add(
-                QuarantineEntry(
-                    ref=mail.ref,
-                    sender=sender,
-                    subject=subject,
-                    reason=reason[:4000],
-                    raw=mail.raw,
-                    created_at=self.clock.now(),
-                )
-            )
+    def _quarantine(
+        self,
+        mail: RawMail,
+        reason: str,
+        code: str,
+        stats: PassStats,
+        arrived: datetime | None = None,
+    ) -> None:
+        """Keep the raw bytes with the reason; never depends on the mail parsing."""
+        sender, subject = peek(mail.raw)
+        entry = QuarantineEntry(
+            ref=mail.ref,
+            sender=storable(sender, 320),
+            subject=storable(subject, 998),
+            reason=storable(reason, 4000) or "unknown",
+            reason_code=storable(code, 32),
+            raw=mail.raw,
+            created_at=self.clock.now(),
+            received_at=arrived or mail.received_at,
+        )
+        if not self._store_quarantine(mail, entry):
+            return
         log.error("quarantined %s: %s", mail.ref, reason)
+        stats.quarantined += 1
         self.backend.ack(mail.ref, AckOutcome.QUARANTINED)
+
+    def _store_quarantine(self, mail: RawMail, entry: QuarantineEntry) -> bool:
+        try:
+            with self.factory() as session, session.begin():
+                session.add(entry)
+            return True
+        except IntegrityError:
+            # Quarantined (or committed) by another worker first: its state is acked.
+            state = self._known(mail.ref)
+            if state is not None:
+                self.backend.ack(mail.ref, state)
+            return False
+        except Exception as exc:  # a bug here must not stop the daemon: skip the mail
+            if is_outage(exc):
+                raise StoreUnavailable(describe_outage(exc)) from exc
+            log.critical("cannot quarantine %s; left in the mailbox", mail.ref, exc_info=exc)
+            self._stuck.add(mail.ref)
+            return False
+
+    # -- outages --------------------------------------------------------------
+    def patiently(self, step: Callable[..., T], *args) -> T:
+        """Run ``step``; through a database outage, back off and run it again.
+
+        Gives up (re-raising :class:`StoreUnavailable`) when stopped, or after
+        ``outage_patience`` seconds for a bounded run such as ``run --once``.
+        """
+        began: float | None = None
+        delay = 0.5
+        while True:
+            try:
+                result = step(*args)
+            except Exception as exc:  # only outages are retried; everything else propagates
+                if not (isinstance(exc, StoreUnavailable) or is_outage(exc)):
+                    raise
+                began = began if began is not None else time.monotonic()
+                self._outage(exc, began)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, OUTAGE_BACKOFF_CAP)
+                continue
+            if began is not None:
+                self._recovered(time.monotonic() - began)
+            return result
+
+    def _outage(self, exc: Exception, began: float) -> None:
+        text = str(exc) if isinstance(exc, StoreUnavailable) else describe_outage(exc)
+        waited = time.monotonic() - began
+        log.warning("database unavailable for %.0fs: %s; backing off", waited, text)
+        self._safe_beat(f"database unavailable: {text}", state="degraded")
+        patience = self.outage_patience
+        if self.stop_event.is_set() or (patience is not None and waited >= patience):
+            raise exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(text)
+
+    def _recovered(self, waited: float) -> None:
+        log.warning("database available again after %.0fs", waited)
+        self._safe_beat(f"database was unavailable for {waited:.0f}s; recovered", state="running")
 
     # -- cursor and heartbeat ---------------------------------------------
     def _load_cursor(self) -> str | None:
@@ -214,8 +354,8 @@ class Runner:
             else:
                 row.cursor, row.updated_at = cursor, self.clock.now()
 
-    def beat(self, error: str = "") -> None:
-        """Record that this worker is alive (and its last error, if any)."""
+    def beat(self, error: str = "", state: str = "running") -> None:
+        """Record that this worker is alive, its state, and its last error or condition."""
         now = self.clock.now()
         with self.factory() as session, session.begin():
             row = session.get(Heartbeat, self.worker)
@@ -225,8 +365,12 @@ class Runner:
                 )
                 session.add(row)
             row.last_beat, row.processed, row.backend = now, self.processed, self.backend.name
+            if row.state != state or (state != "running" and row.condition != error):
+                row.condition_since = now
+            row.state = state
+            row.condition = storable(error, 2000) if state != "running" else ""
             if error:
-                row.last_error = error[:2000]
+                row.last_error = storable(error, 2000)
 
     # -- forever ----------------------------------------------------------
     def run_forever(self, idle_timeout: float = 30.0) -> None:
@@ -239,9 +383,12 @@ class Runner:
                 self._wait(idle_timeout)
             except BackendError as exc:
                 log.warning("mailbox unavailable: %s; retrying in %.0fs", exc, backoff)
-                self._safe_beat(str(exc))
+                self._safe_beat(f"mailbox unavailable: {exc}", state="degraded")
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 300.0)
+            except StoreUnavailable:
+                pass  # only raised once stopped: the loop ends
+        self._safe_beat(state="stopped")
 
     def _wait(self, timeout: float) -> None:
         waiter = getattr(self.backend, "wait_for_new", None)
@@ -256,27 +403,19 @@ class Runner:
                 return
             remaining -= WAIT_SLICE
 
-    def _safe_beat(self, error: str) -> None:
+    def _safe_beat(self, error: str = "", state: str = "running") -> None:
         try:
-            self.beat(error)
-        except Exception:  # the database may be what is down
-            log.warning("cannot record heartbeat", exc_info=True)
+            self.beat(error, state)
+        except Exception:  # the database may be what is down: the log has the condition
+            log.debug("cannot record heartbeat", exc_info=True)
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return after the current mail."""
         self.stop_event.set()
 
 
-def _peek(raw: bytes) -> tuple[str, str]:
-    """Best-effort sender and subject of a mail that may not parse."""
-    try:
-        msg = parse_message(raw)
-        return msg.from_header[:320], msg.subject
-    except Exception:
-        head = raw[:8192].decode("latin-1", "replace")
-        fields = {}
-        for line in head.splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() in ("from", "subject") and name.lower() not in fields:
-                fields[name.lower()] = decode_value(value.strip())
-        return fields.get("from", "")[:320], fields.get("subject", "")[:998]
+def describe_outage(exc: BaseException) -> str:
+    """One line naming a database outage (SQLAlchemy's own text has SQL and a URL)."""
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).splitlines() or [""])[0].strip()
+    return f"{type(inner).__name__}: {first}"[:300]

@@ -7,13 +7,14 @@ every start and are a no-op when the schema is current.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,17 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(busy_ms: int):
+    def apply(dbapi_conn, _record) -> None:
+        _pragmas(dbapi_conn, busy_ms)
+
+    return apply
+
+
+def _pragmas(dbapi_conn, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     # NORMAL is durable across process crashes in WAL mode (only an OS crash
     # can lose the last commits), which is the failure the daemon guards.
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -32,13 +40,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
+def make_engine(url: str, echo: bool = False, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
     """Create the engine for ``url`` with the project's connection settings."""
     if url.startswith("sqlite"):
-        engine = create_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": busy_ms / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
@@ -67,3 +73,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+# A full disk or quota shows up as OSError where files are written next to the database.
+_OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when ``error`` says the database is unusable now, not that the data is bad.
+
+    SQLite reports a lock held too long, a full disk and a read-only file as
+    OperationalError; PostgreSQL a lost connection, a restart, a serialization
+    failure or a deadlock the same way (psycopg's subclasses). Integrity and
+    data errors are the mail's (or a bug's) and are not outages.
+    """
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return True
+    if isinstance(error, exc.DisconnectionError | exc.ResourceClosedError):
+        return True
+    return isinstance(error, OSError) and error.errno in _OUTAGE_ERRNOS
