@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class PostgresServer:
     port: int
     bindir: str
     run_as: list[str]
+    data: str = ""
+    opts: str = ""
+    log: str = ""
 
     def url(self, db: str = "postgres") -> str:
         """SQLAlchemy URL for database ``db``."""
@@ -60,6 +64,17 @@ class PostgresServer:
             capture_output=True,
         )
         return self.url(name)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (fast: clients are cut off), wait, start it again."""
+        self._ctl("-m", "fast", "stop")
+        time.sleep(down_seconds)
+        self._ctl("-o", self.opts, "-l", self.log, "start")
+        wait_for_port(self.port)
+
+    def _ctl(self, *args: str) -> None:
+        cmd = [*self.run_as, f"{self.bindir}/pg_ctl", "-D", self.data, "-w", *args]
+        subprocess.run(cmd, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +104,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     )
     try:
         wait_for_port(port)
-        yield PostgresServer(port, bindir, run_as)
+        yield PostgresServer(port, bindir, run_as, data, opts, f"{base}/log")
     finally:
         subprocess.run(
             [*run_as, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True
