@@ -42,6 +42,8 @@ def create_app(
         MAILTRIAGE_SETTINGS=settings,
         STATUS_PER_PAGE=50,
         STATUS_RAW_BYTES=64 * 1024,
+        # What the ledger records of an inbound mail (approval replies: "approval").
+        MAIL_OUTCOMES=("ticket", "comment", "approval", "ignored", "duplicate"),
     )
     if session_factory is None:
         session_factory = q.open_readonly(database_url(settings))

@@ -28,18 +28,22 @@ def healthz():
     try:
         session = get_session()
         q.ping(session)
-        ages = {b.worker: (at - b.last_beat).total_seconds() for b in q.heartbeats(session)}
+        beats = [b for b in q.heartbeats(session) if b.state != "stopped"]
     except q.StoreError as exc:
         log.warning("healthz: database unreachable: %s", type(exc).__name__)
         body = {"ok": False, "db": False, "error": type(exc).__name__}
         return jsonify(body | {"heartbeat_age_seconds": None, "heartbeat_stale": True}), 503
+    ages = {b.worker: (at - b.last_beat).total_seconds() for b in beats}
+    # A worker backing off (database or mailbox unavailable) says so on its heartbeat.
+    degraded = {b.worker: b.condition for b in beats if b.state == "degraded"}
     age = min(ages.values()) if ages else None
     return jsonify(
-        ok=True,
+        ok=not degraded,
         db=True,
         heartbeat_age_seconds=None if age is None else round(age, 3),
         heartbeat_stale=age is None or age > STALE_AFTER_SECONDS,
         workers={w: round(a, 3) for w, a in sorted(ages.items())},
+        degraded=degraded,
     )
 
 

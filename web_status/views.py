@@ -1,4 +1,4 @@
-"""The HTML pages: dashboard, tickets, quarantine, outbox. GET only, nothing writes."""
+"""The HTML pages: dashboard, tickets, mail, quarantine, outbox. GET only, nothing writes."""
 
 from __future__ import annotations
 
@@ -80,8 +80,11 @@ def worker_status(beat: Any, at: datetime) -> dict[str, Any]:
         "started_at": beat.started_at,
         "last_beat": beat.last_beat,
         "age": age,
-        "stale": age > STALE_AFTER_SECONDS,
+        "stale": age > STALE_AFTER_SECONDS and beat.state != "stopped",
         "last_error": beat.last_error,
+        "state": beat.state,
+        "condition": beat.condition,
+        "condition_since": beat.condition_since,
     }
 
 
@@ -170,6 +173,24 @@ def ticket(ticket_id: str):
         corrected=found["original_text"] != found["corrected_text"],
         overdue=_is_overdue(found, at),
         now=at,
+    )
+
+
+@bp.get("/mail")
+def mail():
+    """The message ledger: what became of every inbound mail; ``?outcome=duplicate``."""
+    outcome = request.args.get("outcome") or None
+    known = current_app.config["MAIL_OUTCOMES"]
+    if outcome is not None and outcome not in known:
+        abort(400, description=f"Unknown outcome {outcome!r}; one of: {', '.join(known)}.")
+    pager = _requested_page()
+    rows, total = q.mail_page(get_session(), outcome, pager.offset, pager.per_page)
+    return render_template(
+        "mail.html",
+        rows=rows,
+        outcome=outcome,
+        outcomes=known,
+        pager=Pager(pager.page, pager.per_page, total),
     )
 
 

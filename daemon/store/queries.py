@@ -345,3 +345,32 @@ def outbox_page(
         .limit(limit)
     )
     return list(session.execute(stmt).all()), int(total or 0)
+
+
+def mail_page(
+    session: Session, outcome: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[Any], int]:
+    """One page of the message ledger (newest first, without raw bytes) and the total.
+
+    Each row has ``id, ref, message_id, sender, subject, outcome, reason,
+    ticket_id, duplicate_of, received_at, processed_at``.
+    """
+    columns = (
+        LedgerEntry.id,
+        LedgerEntry.ref,
+        LedgerEntry.message_id,
+        LedgerEntry.sender,
+        LedgerEntry.subject,
+        LedgerEntry.outcome,
+        LedgerEntry.reason,
+        LedgerEntry.ticket_id,
+        LedgerEntry.duplicate_of,
+        LedgerEntry.received_at,
+        LedgerEntry.processed_at,
+    )
+    stmt, count = select(*columns), select(func.count(LedgerEntry.id))
+    if outcome:
+        stmt = stmt.where(LedgerEntry.outcome == outcome)
+        count = count.where(LedgerEntry.outcome == outcome)
+    stmt = stmt.order_by(LedgerEntry.id.desc()).offset(offset).limit(limit)
+    return list(session.execute(stmt).all()), int(session.scalar(count) or 0)

@@ -20,6 +20,7 @@ from daemon.pipeline import arrival_time
 from daemon.store.models import Attempt, LedgerEntry, OutboxEntry, QuarantineEntry
 from tests.e2e.helpers import acks, mailtriage, sent_mail, tickets
 from tests.support.mail import make_mail
+from web_status import create_app
 
 NUL_SUBJECT = b"From: eve@example.com\r\nSubject: =?x\x00?q?hi?=\r\n\r\nhello\r\n"
 
@@ -47,7 +48,7 @@ def test_different_mails_without_message_id_and_same_body_are_two_tickets(make_a
     assert [row.outcome for row in ledger(app)] == ["ticket"] * 4
 
 
-def test_the_same_bytes_twice_are_one_ticket_and_a_named_duplicate(make_app, inbox):
+def test_the_same_bytes_twice_are_one_ticket_and_a_named_duplicate(make_app, inbox, settings):
     raw = bare("ann@example.com", "VPN", "Thanks")
     inbox(raw, "first")
     app = make_app()
@@ -58,6 +59,8 @@ def test_the_same_bytes_twice_are_one_ticket_and_a_named_duplicate(make_app, inb
     assert (first.outcome, again.outcome) == ("ticket", "duplicate")
     assert again.duplicate_of == first.id and again.ticket_id == first.ticket_id
     assert f"duplicate of mail #{first.id}" in again.reason
+    page = create_app(settings).test_client().get("/mail?outcome=duplicate").get_data(True)
+    assert f'duplicate of <a href="#mail-{first.id}"' in page and first.ticket_id in page
 
 
 def test_same_message_id_same_sender_is_a_duplicate_even_with_other_trace_headers(make_app, inbox):

@@ -9,9 +9,11 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from config.schema import Settings
 from daemon.store.db import session_factory, transaction
+from daemon.store.models import Heartbeat
 from daemon.store.queries import open_readonly
 from tests.web.conftest import NOW, OVERDUE, RESOLVED, VPN, XSS_TICKET, make_ticket
 from web_status import create_app
@@ -32,8 +34,8 @@ def test_dashboard_counts_and_mail_flow(client):
     assert cards == {"Tickets": "4", "Overdue": "1", "Quarantine": "1", "Outbox failed": "1"}
     assert "3 open" in page
     assert "1 pending" in page
-    assert re.search(r"ticket</td><td class=\"num\">3<", page)  # inbound outcomes
-    assert re.search(r"comment</td><td class=\"num\">1<", page)
+    assert re.search(r"ticket</a></td><td class=\"num\">3<", page)  # inbound outcomes
+    assert re.search(r"comment</a></td><td class=\"num\">1<", page)
     assert '<meta http-equiv="refresh" content="30">' in page
 
 
@@ -248,7 +250,35 @@ def test_healthz(client):
         "heartbeat_age_seconds": 30.0,
         "heartbeat_stale": False,
         "workers": {"runner-1": 30.0, "scheduler": 300.0},
+        "degraded": {},
     }
+
+
+def test_healthz_reports_a_worker_riding_out_an_outage_and_forgets_stopped_ones(
+    db_url, writer, make_app
+):
+    with Session(writer) as session, session.begin():
+        for worker, state, condition in (
+            ("w1", "degraded", "database unavailable: OperationalError: database is locked"),
+            ("w2", "stopped", ""),
+        ):
+            session.add(
+                Heartbeat(
+                    worker=worker,
+                    pid=1,
+                    started_at=NOW - timedelta(hours=1),
+                    last_beat=NOW - timedelta(hours=1 if state == "stopped" else 0),
+                    state=state,
+                    condition=condition,
+                    condition_since=NOW,
+                )
+            )
+    app = make_app(db_url)
+    body = app.test_client().get("/healthz").json
+    assert body["ok"] is False and list(body["workers"]) == ["w1"]
+    assert "database is locked" in body["degraded"]["w1"]
+    page = text(app.test_client().get("/"))
+    assert "is backing off since" in page and "may be stopped" not in page
 
 
 def test_healthz_without_heartbeat_is_stale(db_url, make_app):
@@ -321,3 +351,14 @@ def test_start_in_thread_serves_and_shuts_down(app, db_url, clock):
         thread.join(timeout=10)
         factory.kw["bind"].dispose()
     assert not thread.is_alive()
+
+
+# --- mail (the ledger) ------------------------------------------------------------------
+
+
+def test_mail_page_lists_outcomes_and_rejects_an_unknown_one(client):
+    page = text(client.get("/mail"))
+    assert page.count('<tr id="mail-') == 5  # the seeded ledger
+    assert text(client.get("/mail?outcome=comment")).count('<tr id="mail-') == 1
+    bad = client.get("/mail?outcome=bogus")
+    assert bad.status_code == 400 and "Unknown outcome" in text(bad)
