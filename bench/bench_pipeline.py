@@ -11,7 +11,6 @@ replies, HTML), written into a fresh Maildir; the app is built exactly as
 from __future__ import annotations
 
 import argparse
-import random
 import resource
 import statistics
 import sys
@@ -25,46 +24,7 @@ from config.loader import load_settings
 from daemon.app import build_app
 from daemon.backends.maildir import deliver
 from daemon.cli import init_project
-from tests.support.mail import make_mail
-
-REQUESTS = [
-    ("VPN conection drops", "My VPN disconnects every few minutes, netwrok otherwise fine."),
-    ("Pritner offline", "The printer on floor {n} shows offline and the queue is stuck."),
-    ("Pasword expired", "My password expired and I am locked out of my account. MFA fails too."),
-    ("Suspicious email", "I got a phishing mail asking for my credentials and clicked the link."),
-    ("Outlok calendar", "Outlook does not sync my calendar with Teams since yesterday."),
-    ("Laptop screen", "Laptop LT-{n:05d} screen flickers and the keybaord is dead."),
-    ("Install Visio", "Please install Visio on my PC, the sofware center does not list it."),
-    ("Question about expenses", "Where do I find the expense policy? Thanks."),
-]
-QUOTE = "\n\nOn Mon, Jan 5, 2026 at 9:00 AM Support <support@example.com> wrote:\n> earlier text\n> more"
-
-
-def generate(n: int, seed: int = 7) -> list[bytes]:
-    """Return ``n`` varied request mails."""
-    rng = random.Random(seed)
-    mails = []
-    for i in range(n):
-        subject, body = rng.choice(REQUESTS)
-        body = (
-            body.format(n=rng.randint(1, 99999))
-            + "\n\n"
-            + "Some more detail. " * rng.randint(3, 30)
-        )
-        if rng.random() < 0.2:
-            body += QUOTE
-        sender = f"user{rng.randint(1, 400)}@example.com"
-        html = f"<p>{body}</p>" if rng.random() < 0.3 else None
-        mails.append(
-            make_mail(
-                subject=f"{subject} #{i}",
-                body=body,
-                sender=sender,
-                html=html,
-                message_id=f"<bench-{i}@mail.example.com>",
-            )
-        )
-    return mails
+from tests.support.backlog import generate
 
 
 def pct(values: list[float], q: float) -> float:
