@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from daemon.backends.base import AckOutcome, BackendError, MailboxBackend, RawMa
 from daemon.clock import Clock
 from daemon.errors import StoreUnavailable
 from daemon.notify import OutboxSender
+from daemon.outage import Patience, describe_outage
 from daemon.parse import UnparseableMail
 from daemon.pipeline import Hold, Pipeline
 from daemon.quarantine import peek, storable
@@ -45,7 +45,6 @@ from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 2.0
-OUTAGE_BACKOFF_CAP = 30.0
 T = TypeVar("T")
 CRASH_POINTS = ("after_fetch", "in_transaction", "after_commit", "after_send")
 
@@ -150,7 +149,7 @@ class Runner:
             return
         self._attempt(mail, attempt, stats)
 
-    def _attempt(self, mail: RawMail, attempt: int, stats: PassStats) -> None:
+    def _attempt(self, mail: RawMail, attempt: int, stats: PassStats, again=False) -> None:
         try:
             outcome = self.pipeline.process(mail)
         except UnparseableMail as exc:
@@ -162,7 +161,7 @@ class Runner:
         except BackendError:
             raise
         except IntegrityError as exc:
-            self._claimed_elsewhere(mail, attempt, exc, stats)
+            self._claimed_elsewhere(mail, attempt, exc, stats, again)
             return
         except Exception as exc:  # one catch-all per message: the others keep flowing
             self._failed(mail, attempt, exc, stats)
@@ -177,22 +176,22 @@ class Runner:
         stats.count("already-done")
 
     def _claimed_elsewhere(
-        self, mail: RawMail, attempt: int, exc: IntegrityError, stats: PassStats
+        self, mail: RawMail, attempt: int, exc: IntegrityError, stats: PassStats, again: bool
     ) -> None:
         """A unique key collided: another worker committed this mail (or its twin) first."""
         state = self._known(mail.ref)
         if state is not None:
             log.info("mail %s was committed by another worker; acking it", mail.ref)
             self._ack_done(mail, state, stats)
-            return
-        # Its twin (same Message-ID and From) won the race: processing again finds it
-        # in the ledger and records this mail as its duplicate.
-        self._uncharged.add(mail.ref)
-        self._failed(mail, attempt, exc, stats, quarantine=False)
+        elif not again:
+            # Its twin (same Message-ID and From) won the race: processing again finds
+            # it in the ledger and records this mail as its duplicate.
+            log.info("mail %s collided with a concurrent twin; processing it again", mail.ref)
+            self._attempt(mail, attempt, stats, again=True)
+        else:
+            self._failed(mail, attempt, exc, stats)
 
-    def _failed(
-        self, mail: RawMail, attempt: int, exc: Exception, stats: PassStats, quarantine=True
-    ) -> None:
+    def _failed(self, mail: RawMail, attempt: int, exc: Exception, stats: PassStats) -> None:
         if is_outage(exc):
             self._uncharged.add(mail.ref)
             raise StoreUnavailable(describe_outage(exc)) from exc
@@ -206,7 +205,7 @@ class Runner:
         error = f"{type(exc).__name__}: {exc}"
         self._record_error(mail.ref, error)
         stats.failed += 1
-        if quarantine and attempt >= self.max_attempts:
+        if attempt >= self.max_attempts:
             self._quarantine(mail, f"failed {attempt} times: {error}", "failed", stats)
 
     # -- ledger, attempts, quarantine ---------------------------------------
@@ -301,40 +300,8 @@ class Runner:
 
     # -- outages --------------------------------------------------------------
     def patiently(self, step: Callable[..., T], *args) -> T:
-        """Run ``step``; through a database outage, back off and run it again.
-
-        Gives up (re-raising :class:`StoreUnavailable`) when stopped, or after
-        ``outage_patience`` seconds for a bounded run such as ``run --once``.
-        """
-        began: float | None = None
-        delay = 0.5
-        while True:
-            try:
-                result = step(*args)
-            except Exception as exc:  # only outages are retried; everything else propagates
-                if not (isinstance(exc, StoreUnavailable) or is_outage(exc)):
-                    raise
-                began = began if began is not None else time.monotonic()
-                self._outage(exc, began)
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, OUTAGE_BACKOFF_CAP)
-                continue
-            if began is not None:
-                self._recovered(time.monotonic() - began)
-            return result
-
-    def _outage(self, exc: Exception, began: float) -> None:
-        text = str(exc) if isinstance(exc, StoreUnavailable) else describe_outage(exc)
-        waited = time.monotonic() - began
-        log.warning("database unavailable for %.0fs: %s; backing off", waited, text)
-        self._safe_beat(f"database unavailable: {text}", state="degraded")
-        patience = self.outage_patience
-        if self.stop_event.is_set() or (patience is not None and waited >= patience):
-            raise exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(text)
-
-    def _recovered(self, waited: float) -> None:
-        log.warning("database available again after %.0fs", waited)
-        self._safe_beat(f"database was unavailable for {waited:.0f}s; recovered", state="running")
+        """Run ``step``, riding out database outages (see :class:`daemon.outage.Patience`)."""
+        return Patience(self._safe_beat, self.stop_event, self.outage_patience).run(step, *args)
 
     # -- cursor and heartbeat ---------------------------------------------
     def _load_cursor(self) -> str | None:
@@ -412,10 +379,3 @@ class Runner:
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return after the current mail."""
         self.stop_event.set()
-
-
-def describe_outage(exc: BaseException) -> str:
-    """One line naming a database outage (SQLAlchemy's own text has SQL and a URL)."""
-    inner = getattr(exc, "orig", None) or exc
-    first = (str(inner).splitlines() or [""])[0].strip()
-    return f"{type(inner).__name__}: {first}"[:300]
