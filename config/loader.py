@@ -6,6 +6,7 @@ Every failure becomes a :class:`ConfigError` whose message names the key path
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,11 +19,16 @@ from pydantic import ValidationError
 from config.schema import Settings
 
 ENV_PREFIX = "MAILTRIAGE_"
+KEY_HINT = "fix the key named above; 'mailtriage check-config' re-checks"
 _SECTIONS = ("database", "mailbox", "outbound", "web", "sla", "approval", "guards", "classifier")
 
 
 class ConfigError(Exception):
     """The configuration is missing or invalid; the message names the key."""
+
+    def __init__(self, message: str, hint: str = KEY_HINT) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def default_config_path() -> Path:
@@ -58,11 +64,38 @@ def _format_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg += _did_you_mean(err["loc"])
     # model validators report "key: message"; lift the key into the path
     if ": " in msg and " " not in msg.split(": ", 1)[0]:
         sub, msg = msg.split(": ", 1)
         loc = f"{loc}.{sub}" if loc else sub
     return f"{loc or '(top level)'}: {msg}"
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """'; did you mean "port"?' for a misspelt key, from the schema's own field names."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        model = _model_of(field.annotation) if field else None
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    """The settings model inside ``annotation`` (``X``, ``list[X]``, ``X | None``)."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_settings(
@@ -97,13 +130,20 @@ def load_settings(
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path} (run 'mailtriage init')") from None
+        raise ConfigError(
+            f"config file not found: {path}",
+            "run 'mailtriage init' to write a starter config, or pass --config PATH",
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", "check the file's permissions"
+        ) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}", "fix the TOML syntax at the line and column named"
+        ) from None
     return parse_settings(data, path.resolve().parent, environ, secrets_optional=secrets_optional)
 
 

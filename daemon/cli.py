@@ -53,7 +53,8 @@ def cmd_init(args) -> int:
     config = init_project(Path(args.dir), args.force)
     print(f"wrote {config}")
     print(
-        f"drop .eml files into {config.parent / 'var/mail/inbox/new'} and run: mailtriage run --once"
+        f"mail dropped into {config.parent / 'var/mail/inbox/new'} becomes tickets while "
+        "'mailtriage run' is running ('mailtriage run --once' processes it and exits)"
     )
     return 0
 
@@ -439,10 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "DEBUG":
+        # Alembic logs every plugin and migration step at INFO: noise on every command.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        return _fail(str(exc), "fix the key named above; 'mailtriage check-config' re-checks", 2)
+        return _fail(str(exc), exc.hint, 2)
     except UserError as exc:
         return _fail(str(exc), "", 2 if args.command != "ticket" else 1)
     except (RuntimeFailure, SQLAlchemyError, OSError) as exc:

@@ -30,7 +30,28 @@ def test_check_config_ok_and_bad_key(site) -> None:
 def test_missing_config_is_exit_2_with_hint(tmp_path) -> None:
     done = mailtriage(tmp_path, "tickets")
     assert done.returncode == 2
-    assert "config file not found" in done.stderr and "hint:" in done.stderr
+    assert "config file not found" in done.stderr and "hint: run 'mailtriage init'" in done.stderr
+    assert "key named above" not in done.stderr
+
+
+def test_a_misspelt_key_gets_a_did_you_mean(site) -> None:
+    config = site / "mailtriage.toml"
+    config.write_text(config.read_text().replace("max_attempts = 3", "max_atempts = 3"))
+    bad = mailtriage(site, "check-config")
+    assert bad.returncode == 2
+    assert 'guards.max_atempts: Extra inputs are not permitted; did you mean "max_attempts"?' in (
+        bad.stderr
+    )
+
+
+def test_database_commands_print_no_alembic_chatter(site) -> None:
+    done = mailtriage(site, "tickets")
+    assert done.returncode == 0 and "alembic" not in done.stderr and done.stderr == ""
+
+
+def test_init_says_how_mail_becomes_tickets(tmp_path) -> None:
+    done = mailtriage(tmp_path, "init", str(tmp_path))
+    assert "while 'mailtriage run' is running" in done.stdout
 
 
 def test_bad_usage_is_exit_2(tmp_path) -> None:
