@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.cli import init_project
+from mailtriage.commands import init_project
 from tests.support.backlog import DaemonWatch, deliver_backlog
 
 RSS_FLOOR_MIB = 250

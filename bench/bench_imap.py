@@ -50,7 +50,7 @@ from bench_pipeline import generate, pct  # noqa: E402
 from config.loader import load_settings  # noqa: E402
 from daemon.app import App, build_app  # noqa: E402
 from daemon.backends.smtp import crlf  # noqa: E402
-from daemon.cli import init_project  # noqa: E402
+from mailtriage.commands import init_project  # noqa: E402
 from tests.support.dovecot import DovecotServer, running_dovecot  # noqa: E402
 from tests.support.mail import make_mail  # noqa: E402
 from tests.support.smtpd import running_smtp_server  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from config.loader import load_settings
 from daemon.app import build_app
 from daemon.backends.maildir import deliver
-from daemon.cli import init_project
+from mailtriage.commands import init_project
 from tests.support.backlog import generate
 
 

@@ -11,8 +11,8 @@ from config.loader import load_settings
 from config.schema import Settings
 from daemon.app import App, build_app
 from daemon.backends.maildir import deliver
-from daemon.cli import init_project
 from daemon.clock import ManualClock
+from mailtriage.commands import init_project
 from tests.support.postgres import postgres_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

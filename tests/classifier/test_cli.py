@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from classifier.model import TextModel
-from daemon.cli import main
+from mailtriage.cli import main
 
 ENDAVA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tickets" / "endava_topics"
 

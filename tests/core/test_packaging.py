@@ -35,10 +35,10 @@ def test_wheel_contains_packages_and_data(tmp_path) -> None:
     [wheel] = tmp_path.glob("mailtriage-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
-        "daemon/cli.py",
+        "mailtriage/cli.py",
         "daemon/store/migrations/env.py",
         "daemon/store/migrations/versions/0001_initial_schema.py",
-        "daemon/samples/01-vpn.eml",
+        "mailtriage/samples/01-vpn.eml",
         "templates/ack.txt.j2",
         "web_status/templates/dashboard.html",
         "config/defaults.toml",
@@ -47,5 +47,5 @@ def test_wheel_contains_packages_and_data(tmp_path) -> None:
     ):
         assert required in names, required
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "mailtriage = daemon.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "mailtriage = mailtriage.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
     assert not any(n.startswith("tests/") for n in names)

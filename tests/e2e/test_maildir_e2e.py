@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.demo import sample_mails
+from mailtriage.demo import sample_mails
 from tests.e2e.helpers import acks, mailtriage, sent_mail, tickets
 from tests.support.mail import make_mail
 

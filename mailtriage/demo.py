@@ -12,16 +12,16 @@ from daemon.backends.maildir import deliver
 
 def sample_mails() -> list[tuple[str, bytes]]:
     """Return the packaged sample mails as (name, raw bytes), in order."""
-    folder = resources.files("daemon") / "samples"
+    folder = resources.files("mailtriage") / "samples"
     return sorted((p.name, p.read_bytes()) for p in folder.iterdir() if p.name.endswith(".eml"))
 
 
 def run_demo(args) -> int:
     """Set up, process the samples, print the tickets and serve the status page."""
     from daemon.app import build_app
-    from daemon.cli import cmd_web, init_project
     from daemon.scheduler import run_due
     from daemon.store.queries import list_tickets
+    from mailtriage.commands import cmd_web, init_project
 
     target = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="mailtriage-demo-"))
     config = init_project(target, force=True)

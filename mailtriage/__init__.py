@@ -1,0 +1,1 @@
+"""The ``mailtriage`` command line: the one package that wires every other together."""

@@ -1,0 +1,158 @@
+"""The commands that read the records and release held mail: tickets, ticket, quarantine.
+
+Reading commands open the database read-only in spirit (they never write) and
+need no mailbox credentials; ``quarantine release`` builds the pipeline.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+
+from daemon.errors import UserError
+from mailtriage.commands import read_session, readonly_settings, settings_of
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--since: not an ISO date/time: {value!r}") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def cmd_tickets(args) -> int:
+    from daemon.store.queries import TicketFilter, list_tickets
+
+    flt = TicketFilter(args.status, args.category, args.priority, _parse_since(args.since))
+    with read_session(readonly_settings(args)) as session:
+        rows = list_tickets(session, flt)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = ("id", "status", "priority", "category", "team", "assignee", "requester", "subject")
+    widths = {c: max([len(c)] + [len(str(r[c] or "-")[:40]) for r in rows]) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c] or "-")[:40].ljust(widths[c]) for c in cols))
+    print(f"{len(rows)} ticket(s)")
+
+
+def cmd_ticket(args) -> int:
+    from daemon.store.queries import get_ticket
+
+    with read_session(readonly_settings(args)) as session:
+        ticket = get_ticket(session, args.id)
+    if ticket is None:
+        raise UserError(f"no ticket {args.id!r}")
+    if args.format == "json":
+        print(json.dumps(ticket, indent=2, ensure_ascii=False))
+        return 0
+    for key in (
+        "id",
+        "subject",
+        "requester",
+        "status",
+        "category",
+        "priority",
+        "team",
+        "assignee",
+        "created_at",
+        "sla_due_at",
+        "escalated",
+    ):
+        print(f"{key:>12}: {ticket[key]}")
+    print("\n" + ticket["corrected_text"])
+    for h in ticket["history"]:
+        print(f"  {h['at']}  {h['actor']:<28} {h['action']}")
+    return 0
+
+
+def cmd_quarantine(args) -> int:
+    return {"list": _quarantine_list, "show": _quarantine_show, "release": _quarantine_release}[
+        args.quarantine_command
+    ](args)
+
+
+def _quarantine_row(e) -> dict:
+    return {
+        "id": e.id,
+        "ref": e.ref,
+        "reason_code": e.reason_code,
+        "reason": e.reason,
+        "sender": e.sender,
+        "subject": e.subject,
+        "quarantined_at": e.created_at.isoformat(timespec="seconds"),
+        "released_at": e.released_at.isoformat(timespec="seconds") if e.released_at else None,
+        "released_by": e.released_by,
+        "release_outcome": e.release_outcome,
+    }
+
+
+def _quarantine_list(args) -> int:
+    from daemon.quarantine import entries
+
+    with read_session(readonly_settings(args)) as session:
+        rows = [_quarantine_row(e) for e in entries(session, args.reason, args.all)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        state = f"released {r['released_at']}" if r["released_at"] else "held"
+        print(
+            f"#{r['id']:<6} {r['reason_code'] or '-':<12} {state:<10} {r['sender'][:40]:<40} "
+            f"{r['subject'][:50]}"
+        )
+    print(f"{len(rows)} quarantined mail(s)")
+    return 0
+
+
+def _quarantine_show(args) -> int:
+    from daemon.store.models import QuarantineEntry
+
+    with read_session(readonly_settings(args)) as session:
+        entry = session.get(QuarantineEntry, args.id)
+        if entry is None:
+            raise UserError(f"no quarantined mail #{args.id}")
+        if args.raw:
+            sys.stdout.buffer.write(entry.raw)
+            return 0
+        for key, value in _quarantine_row(entry).items():
+            print(f"{key:>16}: {value if value is not None else '-'}")
+        print()
+        print(entry.raw[:4096].decode("utf-8", "replace"))
+    return 0
+
+
+def _quarantine_release(args) -> int:
+    from daemon.app import build_app
+    from daemon.quarantine import entries, release
+
+    if bool(args.ids) == bool(args.reason):
+        raise UserError("name the mail to release: IDs, or --reason CODE (e.g. sender-rate)")
+    app = build_app(settings_of(args))
+    try:
+        if args.reason:
+            with app.factory() as session:
+                ids = [e.id for e in entries(session, args.reason)]
+        else:
+            ids = list(args.ids)
+        actor = args.by or f"admin:{getpass.getuser()}"
+        for entry_id in ids:
+            outcome = release(app.pipeline, app.factory, entry_id, actor)
+            print(f"#{entry_id}: {outcome.kind} {outcome.ticket_id or ''}".rstrip())
+    finally:
+        app.close()
+    print(f"released {len(ids)} mail(s); the daemon (or run --once) sends what they queued")
+    return 0
