@@ -138,12 +138,21 @@ ENCODED_WORDS: dict[str, bytes] = {
     "nul-q": b"=?utf-8?q?a=00b=01c=7F?=",
     "bogus-charset": b"=?x-no-such-charset-9?q?hi?=",
     "broken-b64": b"=?utf-8?b?!!*not=base64?=",
+    "b64-bad-tail": b"=?utf-8?b?aGk!?=",  # HeaderParseError, found by the fuzzer
+    "8bit-charset": b"=?\xff?q?hi?=",  # CharsetError, found by the fuzzer
     "empty-charset": b"=??q?hi?=",
     "raw-controls": b"hi\x00there\rBcc: " + VICTIM.encode(),
 }
 # A message id whose encoded word decodes to a complete, well-formed "Bcc:" line: the
 # Composer copies the requester's Message-ID and References into In-Reply-To/References.
 CLEAN_BCC_MSGID = b"<a@b=?utf-8?q?=3E=0D=0ABcc:_" + VICTIM.encode() + b"=0D=0AX-A:_=3C?=>"
+# An encoded word whose decoded text is itself an encoded word for "\r\nBcc: victim": the
+# subject we send is decoded once by us, and once more by the stdlib when it is set.
+DOUBLE_ENCODED_BCC = (
+    b"=?utf-8?b?"
+    + base64.b64encode(b"=?utf-8?b?" + base64.b64encode(b"\r\nBcc: " + VICTIM.encode()) + b"?=")
+    + b"?="
+)
 # RFC 2231 extended parameter values (charset'language'percent-encoded).
 RFC2231_VALUES: dict[str, bytes] = {
     "nul-charset": b"x\x00''hi",
@@ -365,6 +374,11 @@ def _injection_cases() -> list[HostileCase]:
         HostileCase(
             "bcc-injection-via-message-id",
             lambda: mail(*basic_headers()[:4], b"Message-ID: " + CLEAN_BCC_MSGID),
+            (VICTIM,),
+        ),
+        HostileCase(
+            "bcc-injection-via-double-encoded-subject",
+            lambda: mail(*basic_headers(subject=DOUBLE_ENCODED_BCC)),
             (VICTIM,),
         ),
         HostileCase(
