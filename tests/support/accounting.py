@@ -62,23 +62,18 @@ def _factory(app_or_factory) -> sessionmaker[Session]:
 
 def _load(factory: sessionmaker[Session]) -> tuple[list[_Row], set[str], dict[int, _Row]]:
     """All ledger and quarantine rows, the existing ticket ids, ledger rows by id."""
+    # Columns only: the raw bytes of a large fuzz run would not fit in memory.
+    L, Q = LedgerEntry, QuarantineEntry
     with factory() as session:
         ledger = [
-            _Row(
-                "ledger",
-                e.id,
-                e.ref,
-                e.outcome,
-                e.reason or "",
-                e.ticket_id,
-                e.duplicate_of,
-                e.message_id or "",
+            _Row("ledger", i, ref, outcome, reason or "", ticket, dup, mid or "")
+            for i, ref, outcome, reason, ticket, dup, mid in session.execute(
+                select(L.id, L.ref, L.outcome, L.reason, L.ticket_id, L.duplicate_of, L.message_id)
             )
-            for e in session.scalars(select(LedgerEntry))
         ]
         quarantine = [
-            _Row("quarantine", q.id, q.ref, QUARANTINED, q.reason or "")
-            for q in session.scalars(select(QuarantineEntry))
+            _Row("quarantine", i, ref, QUARANTINED, reason or "")
+            for i, ref, reason in session.execute(select(Q.id, Q.ref, Q.reason))
         ]
         tickets = set(session.scalars(select(Ticket.id)))
     return ledger + quarantine, tickets, {r.id: r for r in ledger}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,24 +74,26 @@ def _drain_recording(app: App, report: BatchReport, retries: int = 2) -> None:
 
 
 def run_batches(
-    app: App, site: Path, mails: Iterable[bytes], batch: int = 100, prefix: str = "fuzz"
+    app: App,
+    site: Path,
+    mails: Iterable[bytes],
+    batch: int = 100,
+    prefix: str = "fuzz",
+    progress: Callable[[BatchReport, int], None] | None = None,
 ) -> BatchReport:
-    """Deliver ``mails`` in batches, drain after each, then audit everything delivered."""
+    """Deliver ``mails`` (any iterable, consumed lazily) in batches, drain after each,
+    then audit everything delivered and check everything sent."""
     report = BatchReport()
     refs: list[str] = []
-    chunk: list[bytes] = []
-    for raw in [*mails, None]:
-        if raw is not None:
-            chunk.append(raw)
-            if len(chunk) < batch:
-                continue
+    mails = iter(mails)
+    while chunk := list(itertools.islice(mails, batch)):
         for data in chunk:
             ref = f"{prefix}-{len(refs):07d}"
             deliver(site / "var/mail/inbox", data, ref)
             refs.append(ref)
-        if chunk:
-            _drain_recording(app, report)
-        chunk = []
+        _drain_recording(app, report)
+        if progress is not None:
+            progress(report, len(refs))
     report.cases = len(refs)
     counts, report.accounting = audit(app, refs)
     report.outcomes.update(counts)
