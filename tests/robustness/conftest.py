@@ -1,4 +1,4 @@
-"""Fixtures for the robustness suite: one trained text model per module, sites as usual."""
+"""Fixtures for the robustness suite: one trained text model for all, sites as usual."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from daemon.app import App, build_text_understanding
 from daemon.cli import init_project
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def text(tmp_path_factory, model_cache: Path):
-    """The corrector and classifier, built once per module (building them is the slow part
+    """The corrector and classifier, built once per session (building them is the slow part
     of an app; they keep no per-site state)."""
     config = init_project(tmp_path_factory.mktemp("text-site"))
     config.write_text(
@@ -27,5 +27,5 @@ def text(tmp_path_factory, model_cache: Path):
 
 @pytest.fixture
 def daemon(make_app, text) -> Callable[[], App]:
-    """Build the in-process daemon on the test's site, reusing the module's text model."""
+    """Build the in-process daemon on the test's site, reusing the shared text model."""
     return lambda: make_app(text=text)

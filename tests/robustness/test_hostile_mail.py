@@ -12,16 +12,20 @@ refused as ``UnparseableMail`` or handled, never a crash in the pipeline).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from daemon.parse import parse_message
 from tests.conftest import REPO
 from tests.e2e.helpers import mailtriage, tickets
-from tests.support import hostile, outgoing
+from tests.support import hostile, mutate, outgoing
 from tests.support.accounting import account, outcome_of
 from tests.support.drive import caught_failures, drain
 from tests.support.mail import make_mail
 
 CASES = hostile.cases()
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def ordinary_mails() -> list[tuple[str, bytes]]:
@@ -93,3 +97,55 @@ def test_run_once_cli_survives_nul_charset_subject(site, inbox, make_app):
     assert [t["subject"] for t in found] == ["VPN drops every hour"]
     app = make_app()
     assert account(app, ["poison", "good"])["ticket"] == 1
+
+
+def test_different_mails_without_message_id_and_same_body_are_not_duplicates(site, inbox, daemon):
+    """Two people each send "help" with no Message-ID: two tickets (known defect 1: the
+    content key is Message-ID + body, so the second was swallowed as a duplicate)."""
+    for n, sender in enumerate(("carol@example.com", "dave@example.com")):
+        raw = mail_without_message_id(sender, f"Laptop broken ({sender})")
+        inbox(raw, f"no-id-{n}")
+    app = daemon()
+    drain(app)
+    assert [outcome_of(app, f"no-id-{n}").outcome for n in (0, 1)] == ["ticket", "ticket"]
+    account(app, ["no-id-0", "no-id-1"])
+
+
+def mail_without_message_id(sender: str, subject: str) -> bytes:
+    """A short request with no Message-ID header at all."""
+    return hostile.mail(
+        b"From: " + sender.encode(),
+        b"To: support@example.com",
+        b"Subject: " + subject.encode(),
+        b"Date: Mon, 05 Jan 2026 09:00:00 +0000",
+        body=b"help",
+    )
+
+
+# Automatic mail from the fixture corpora that must never be answered (known defect 8):
+# an SES bounce as SNS JSON, fml list-server notices (no ticket either: they are about
+# our own mail, not requests), a gmail-noreply@ notice (machine mail: a ticket is fine).
+AUTOMATIC = {
+    "ses-bounce-json": "sisimai-set-of-emails/files/bsd/lhost-amazonses-09.eml",
+    "fml-not-member": "sisimai-set-of-emails/files/bsd/lhost-fml-02.eml",
+    "fml-loop-alert": "sisimai-set-of-emails/files/bsd/lhost-fml-03.eml",
+    "gmail-noreply": "mikel-mail/files/mime_emails/raw_email_encoded_stack_level_too_deep.eml",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUTOMATIC))
+def test_automatic_mail_is_accounted_for_and_never_answered(name, site, inbox, daemon):
+    root = mutate.fixtures_root()
+    if root is None and not UNDER_CI:
+        pytest.skip("e-mail fixtures not found (tests/data/emails or ../shared)")
+    assert root is not None, "e-mail fixtures missing under CI"
+    raw = (root / AUTOMATIC[name]).read_bytes()
+    sender = parse_message(raw).sender or ""
+    refs = deliver_all(inbox, raw)
+    app = daemon()
+    drain(app)
+    account(app, refs)
+    assert sender, "the fixture names its sender"
+    outgoing.assert_clean(outgoing.site_problems(site, never_to=(sender,)))
+    if name != "gmail-noreply":  # bounces and list-server notices are no requests
+        assert outcome_of(app, "hostile").outcome != "ticket"
