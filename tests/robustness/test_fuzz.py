@@ -8,9 +8,13 @@ Two levels share ``tests/support/mutate.py`` with ``bench/fuzz.py``:
 * the whole daemon: a few hundred mutated mails delivered in batches into one
   site, every batch drained by ``run_pass``, then audited.
 
-Example counts: ``MAILTRIAGE_FUZZ_CASES`` (in-memory examples, default 2000) and
-``MAILTRIAGE_FUZZ_DAEMON_CASES`` (default 300). Under CI the examples are
-derandomized (reproducible); set ``MAILTRIAGE_FUZZ_RANDOM=1`` locally to explore.
+Example counts: ``MAILTRIAGE_FUZZ_CASES`` (in-memory examples, default 1200, a
+quarter of that again for the 7bit check) and ``MAILTRIAGE_FUZZ_DAEMON_CASES``
+(default 200), sized for about 30 s on two cores. The examples are derandomized
+(reproducible, always under CI); set ``MAILTRIAGE_FUZZ_RANDOM=1`` locally to explore.
+A failing example's mail bytes are printed; Hypothesis's shrinking is off unless
+``MAILTRIAGE_FUZZ_SHRINK=1`` (shrinking mutations of a real mail costs minutes
+and the printed mail is already the evidence).
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from tests.support import mutate, outgoing
 from tests.support.drive import run_batches
 from tests.support.inmemory import InMemoryDaemon
 
-FAST_CASES = int(os.environ.get("MAILTRIAGE_FUZZ_CASES", "2000"))
-DAEMON_CASES = int(os.environ.get("MAILTRIAGE_FUZZ_DAEMON_CASES", "300"))
+FAST_CASES = int(os.environ.get("MAILTRIAGE_FUZZ_CASES", "1200"))
+DAEMON_CASES = int(os.environ.get("MAILTRIAGE_FUZZ_DAEMON_CASES", "200"))
+SHRINK = os.environ.get("MAILTRIAGE_FUZZ_SHRINK") == "1"
 DAEMON_SEED = int(os.environ.get("MAILTRIAGE_FUZZ_SEED", "20260105"))
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CORPUS = mutate.load_corpus()
@@ -47,6 +52,7 @@ FUZZ_SETTINGS = settings(
     max_examples=FAST_CASES,
     derandomize=UNDER_CI or os.environ.get("MAILTRIAGE_FUZZ_RANDOM") != "1",
     database=None,
+    phases=[p for p in Phase if SHRINK or p not in (Phase.shrink, Phase.explain)],
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
