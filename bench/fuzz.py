@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.loader import load_settings
 from daemon.app import build_app
-from daemon.cli import init_project
+from mailtriage.commands import init_project
 from tests.support import mutate, outgoing
 from tests.support.drive import BatchReport, run_batches
 from tests.support.inmemory import InMemoryDaemon

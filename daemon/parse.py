@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import email
+import email.errors
 import logging
 import re
 from dataclasses import dataclass
@@ -25,11 +26,22 @@ log = logging.getLogger(__name__)
 # mail-parser logs a warning for every multipart it does not flatten; that is noise here.
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
-_MSGID = re.compile(r"<[^<>\s]+>")
+# RFC 5322 msg-id: "<" dot-atom-text "@" (dot-atom-text / no-fold-literal) ">", printable
+# ASCII only. A looser pattern once let "<a@b=?utf-8?q?=0D=0ABcc:...?=>" through, and the
+# header we build from it decoded that encoded word into a Bcc: line.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
+_MSGID = re.compile(rf"<{_ATEXT}+@(?:{_ATEXT}+|\[[!-Z^-~]*\])>")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
 _SPACES = re.compile(r"[ \t]{2,}")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _CHARSET_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949"}
+
+
+# What the stdlib's RFC 2047 decoding raises on hostile input: UnicodeError (a
+# ValueError), LookupError for unknown charsets, HeaderParseError for a bad base64
+# tail and CharsetError for a non-ASCII charset name (both MessageError).
+_DECODE_ERRORS = (ValueError, LookupError, AssertionError, email.errors.MessageError)
 
 
 class UnparseableMail(Exception):
@@ -84,7 +96,16 @@ class InboundMessage:
 
 
 def sanitize_header(value: str, limit: int = 998) -> str:
-    """Make ``value`` safe to put in a header we send: one line, no control characters."""
+    """Make ``value`` safe to put in a header we send: one line, no control characters.
+
+    Encoded words are decoded until none is left first: a header value holding
+    ``=?utf-8?b?...?=`` text would be decoded once more when we set it, and a
+    double-encoded subject could carry CR/LF and a Bcc: line through.
+    """
+    for _ in range(4):
+        if not _ENCODED_WORD.search(value):
+            break
+        value = decode_value(value)
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()[:limit]
 
 
@@ -95,7 +116,7 @@ def decode_value(raw: str | None) -> str:
     text = _unescape_8bit(str(raw))
     try:
         return str(make_header(decode_header(text)))
-    except (ValueError, LookupError, AssertionError):  # UnicodeError is a ValueError
+    except _DECODE_ERRORS:
         return _decode_leniently(text)
 
 
@@ -117,7 +138,7 @@ def _decode_leniently(text: str) -> str:
     """Decode encoded words one by one, replacing what a charset cannot decode."""
     try:
         chunks = decode_header(text)
-    except (ValueError, LookupError, AssertionError):
+    except _DECODE_ERRORS:
         return text
     out = []
     for data, charset in chunks:
@@ -159,7 +180,9 @@ def _codec(charset: str | None) -> str:
 
 def message_ids(value: str) -> tuple[str, ...]:
     """Return the ``<...>`` message ids found in a header value, in order."""
-    return tuple(_MSGID.findall(value or ""))
+    # "=?" is atext, so an encoded word fits the grammar; any header we set from the id
+    # would decode it (into NUL, or CR/LF and a header of the sender's choosing).
+    return tuple(m for m in _MSGID.findall(value or "") if "=?" not in m)
 
 
 def _walk_limits(msg: Message, limits: Limits) -> None:

@@ -274,3 +274,22 @@ def test_two_from_headers_give_no_sender():
     raw = b"From: ann@example.com\r\nFrom: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
     msg = parse_message(raw)
     assert msg.sender is None and msg.from_header == "ann@example.com"
+
+
+# --- what the hostile-mail suite found
+
+
+def test_message_ids_refuse_encoded_words_and_non_atext():
+    value = "<a@b=?utf-8?q?=3E=0D=0ABcc:_v@x=0D=0A?=> <a=?utf-8?q?=00?=@x> <ok@x.y> <x@[1.2.3.4]>"
+    assert message_ids(value) == ("<ok@x.y>", "<x@[1.2.3.4]>")
+
+
+def test_a_double_encoded_subject_is_decoded_to_the_end_and_flattened():
+    inner = "=?utf-8?b?DQpCY2M6IHZpY3RpbUB4LmV4YW1wbGU=?="  # "\r\nBcc: victim@x.example"
+    raw = f"From: m@evil.example\r\nSubject: {inner}\r\n\r\nhelp\r\n".encode()
+    assert parse_message(raw).subject == "Bcc: victim@x.example"
+
+
+@pytest.mark.parametrize("word", ["=?utf-8?b?aGk!?=", "=?\xff?q?hi?="])
+def test_header_parse_and_charset_errors_do_not_escape(word: str):
+    assert decode_value(word) in (word, "hi")

@@ -9,7 +9,7 @@ import pytest
 
 from config.loader import load_settings
 from daemon.app import App, build_text_understanding
-from daemon.cli import init_project
+from mailtriage.commands import init_project
 
 
 @pytest.fixture(scope="session")
