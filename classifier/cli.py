@@ -24,13 +24,13 @@ from classifier.model import ModelError, TextModel
 from classifier.textprep import model_text
 from classifier.training import (
     DEFAULT_CORPUS,
-    DataError,
     Dataset,
     ProgressBar,
     evaluate,
     load_csv,
     train,
 )
+from config.errors import DataError, UserError
 from config.loader import default_config_path, load_settings, resolve_path
 
 # Agents' corrections are few and recent: each counts as this many corpus rows.
@@ -39,7 +39,7 @@ CORRECTION_WEIGHT = 3
 LoadCorrections = Callable[[argparse.Namespace], list[tuple[str, str]]]
 
 
-class ClassifierCommandError(Exception):
+class ClassifierCommandError(UserError):
     """A classifier command that cannot run; the message is the one line shown."""
 
 

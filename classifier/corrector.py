@@ -172,7 +172,7 @@ class ItCorrector:
             if self._lexicon is None and not self._failed:
                 try:
                     self._lexicon = SpellLexicon.load(self._cache_dir)
-                except Exception:
+                except Exception:  # no dictionary means no correction, never a lost mail
                     self._failed = True
                     log.exception("spelling dictionary unavailable; corrections disabled")
         return self._lexicon
@@ -182,7 +182,7 @@ class ItCorrector:
         text = as_text(text)
         try:
             edits = self._find_edits(text)
-        except Exception:
+        except Exception:  # the original text is always kept: a bug here costs no mail
             log.exception("spelling correction failed; text left as it is")
             edits = []
         return Correction(text, apply_edits(text, edits), tuple(edits))

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from classifier.spell_distance import edit_cost, osa_distance
+from config.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ TWO_EDIT_LENGTH = 6
 SLIP_COST = 0.85  # the edit_cost of one typical slip: a double, swap, missing letter, near key
 
 
-class DictionaryMissing(RuntimeError):
+class DictionaryMissing(DataError):
     """An English frequency list could not be found (are symspellpy and pyspellchecker installed?)."""
 
 

@@ -38,6 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 from classifier.features import CharWbVectorizer, WordTfidf
 from classifier.linear import LinearBase, fold_decisions
 from classifier.neural import LsaMember, NeuralParams, WordsMember, usable
+from config.errors import DataError
 
 # Bump when the features or the stack change: cached models are then rebuilt.
 MODEL_FORMAT = 4
@@ -49,7 +50,7 @@ NEURAL_WEIGHT = 0.5
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 
-class ModelError(Exception):
+class ModelError(DataError):
     """A model file that cannot be used (missing, corrupt, another version)."""
 
 

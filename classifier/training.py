@@ -20,15 +20,12 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from classifier.model import Progress, TextModel, TextModelParams
 from classifier.textprep import model_text
+from config.errors import DataError
 
 LABEL_COLUMNS = ("category", "label", "topic_group", "queue")
 DEFAULT_CORPUS = Path(__file__).parent / "data" / "default_corpus.csv"
 
 csv.field_size_limit(10_000_000)
-
-
-class DataError(Exception):
-    """A training or evaluation file that cannot be used, said in one line."""
 
 
 @dataclass

@@ -16,19 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from config.errors import ConfigError
 from config.schema import Settings
 
+__all__ = ["ConfigError", "database_url", "load_settings", "parse_settings", "resolve_path"]
+
 ENV_PREFIX = "MAILTRIAGE_"
-KEY_HINT = "fix the key named above; 'mailtriage check-config' re-checks"
 _SECTIONS = ("database", "mailbox", "outbound", "web", "sla", "approval", "guards", "classifier")
-
-
-class ConfigError(Exception):
-    """The configuration is missing or invalid; the message names the key."""
-
-    def __init__(self, message: str, hint: str = KEY_HINT) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 def default_config_path() -> Path:

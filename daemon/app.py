@@ -139,7 +139,7 @@ class App:
         for part in (self.backend, self.transport):
             try:
                 part.close()
-            except Exception:
+            except Exception:  # closing one part must not keep the others open
                 log.warning("closing %s failed", part, exc_info=True)
         self.engine.dispose()
 

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from daemon.errors import StoreUnavailable
-from daemon.store.db import is_outage
+from daemon.store.db import StoreUnavailable, is_outage
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from email.utils import getaddresses
 
 import mailparser
 
+from config.errors import MailError
 from routing.html_text import html_to_text
 from routing.tokens import single_address
 
@@ -44,7 +45,7 @@ _CHARSET_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "
 _DECODE_ERRORS = (ValueError, LookupError, AssertionError, email.errors.MessageError)
 
 
-class UnparseableMail(Exception):
+class UnparseableMail(MailError):
     """The mail is too large, too deeply nested or not a mail at all: quarantine it."""
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.base import Classification, Classifier, Correction, Corrector
+from config.errors import MailError, UserError
 from config.schema import Settings
 from daemon.backends.base import RawMail
 from daemon.clock import Clock
@@ -38,7 +39,7 @@ SYSTEM_ACTOR = "mailtriage"
 DATE_TRUST = timedelta(days=7)
 
 
-class Hold(Exception):
+class Hold(MailError):
     """The mail must be held in quarantine (e.g. sender over the rate limit)."""
 
     def __init__(self, message: str, rule: str = "", arrived: datetime | None = None) -> None:
@@ -47,7 +48,7 @@ class Hold(Exception):
         self.arrived = arrived
 
 
-class AlreadyReleased(Exception):
+class AlreadyReleased(UserError):
     """A quarantined mail was released by someone else first."""
 
 

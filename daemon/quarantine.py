@@ -14,8 +14,8 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.errors import UserError
 from daemon.backends.base import RawMail
-from daemon.errors import UserError
 from daemon.parse import decode_value, parse_message, sanitize_header
 from daemon.pipeline import AlreadyReleased, Outcome, Pipeline, Release
 from daemon.store.models import QuarantineEntry

@@ -33,13 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.backends.base import AckOutcome, BackendError, MailboxBackend, RawMail
 from daemon.clock import Clock
-from daemon.errors import StoreUnavailable
 from daemon.notify import OutboxSender
 from daemon.outage import Patience, describe_outage
 from daemon.parse import UnparseableMail
 from daemon.pipeline import Hold, Pipeline
 from daemon.quarantine import peek, storable
-from daemon.store.db import is_outage
+from daemon.store.db import StoreUnavailable, is_outage
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,7 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.loader import ConfigError
-from daemon.errors import RuntimeFailure, UserError
+from config.errors import ConfigError, MailtriageError, UserError
 from mailtriage.commands import (
     cmd_check_config,
     cmd_init,
@@ -155,24 +154,35 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        return _fail(str(exc), exc.hint, 2)
-    except UserError as exc:
-        return _fail(str(exc), "", 2 if args.command != "ticket" else 1)
-    except (RuntimeFailure, SQLAlchemyError, OSError) as exc:
-        if args.debug:
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return _fail(f"{type(exc).__name__}: {first}", "run with --debug for details", 1)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the one place errors become exit codes
         if args.debug:
             raise
-        log.debug("unexpected error", exc_info=True)
-        return _fail(
-            f"unexpected {type(exc).__name__}: {exc}", "run with --debug for the traceback", 1
-        )
+        return _report(exc, args.command)
+
+
+def _report(exc: Exception, command: str) -> int:
+    """One line and a hint for ``exc``; the exit code its group calls for."""
+    if isinstance(exc, ConfigError):
+        return _fail(str(exc), exc.hint, 2)
+    if isinstance(exc, UserError):
+        return _fail(str(exc), exc.hint, 1 if command == "ticket" else 2)
+    if isinstance(exc, MailtriageError):
+        return _fail(_first_line(exc), exc.hint or "run with --debug for details", 1)
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return _fail(_first_line(exc), "check the database and files named above", 1)
+    log.debug("unexpected error", exc_info=True)
+    return _fail(
+        f"unexpected {type(exc).__name__}: {exc}",
+        "this is a bug: run with --debug for the traceback and report it",
+        1,
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The commands that set up and run mailtriage: init, run, web, check-config.
 
 Each ``cmd_*`` takes the parsed arguments and returns an exit code; errors are
-raised (:mod:`daemon.errors`) and turned into one line by :mod:`mailtriage.cli`.
+raised (:mod:`config.errors`) and turned into one line by :mod:`mailtriage.cli`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import signal
 import threading
 from pathlib import Path
 
+from config.errors import UserError
 from config.loader import default_config_path, load_settings, starter_toml
 from config.schema import Settings
-from daemon.errors import UserError
 
 log = logging.getLogger("mailtriage")
 

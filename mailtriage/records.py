@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from daemon.errors import UserError
+from config.errors import UserError
 from mailtriage.commands import read_session, readonly_settings, settings_of
 
 

@@ -17,6 +17,8 @@ from email.parser import BytesHeaderParser
 from enum import StrEnum
 from typing import Protocol
 
+from config.errors import ServiceError
+
 
 class AckOutcome(StrEnum):
     """What the runner did with a fetched mail."""
@@ -54,7 +56,7 @@ class OutgoingMail:
     raw: bytes
 
 
-class BackendError(Exception):
+class BackendError(ServiceError):
     """The mailbox or transport is unavailable (network, auth): back off and retry."""
 
 

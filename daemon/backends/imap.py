@@ -302,7 +302,7 @@ class ImapBackend(IdleWaiting):
             assert self._client is not None
             self._client.noop()
             return True
-        except Exception:
+        except Exception:  # any failure of a NOOP means the link is unusable: reconnect
             return False
 
     def _drop(self) -> None:
@@ -455,5 +455,5 @@ def _shutdown(client: IMAPClient) -> None:
 def _logout(client: IMAPClient) -> None:
     try:
         client.logout()
-    except Exception:
+    except Exception:  # a link that cannot even say goodbye is closed the hard way
         _shutdown(client)

@@ -285,5 +285,5 @@ def _close(smtp: smtplib.SMTP) -> None:
 def _quit(smtp: smtplib.SMTP) -> None:
     try:
         smtp.quit()
-    except Exception:
+    except Exception:  # a link that cannot even say goodbye is closed the hard way
         _close(smtp)

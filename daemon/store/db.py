@@ -17,6 +17,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -77,6 +79,14 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 # A full disk or quota shows up as OSError where files are written next to the database.
 _OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+class StoreUnavailable(ServiceError):
+    """The database cannot be used now (locked, full, read-only, connection lost).
+
+    Not the fault of the mail in hand: the runner backs off and retries it
+    without counting an attempt.
+    """
 
 
 def is_outage(error: BaseException) -> bool:
