@@ -26,6 +26,7 @@ from daemon.guards import Action, GuardContext, Verdict, check
 from daemon.notify import Composer, Threading
 from daemon.parse import InboundMessage, Limits, parse_message
 from daemon.store.models import Comment, Event, LedgerEntry, Ticket
+from daemon.store.raw import store_raw
 from daemon.threads import ThreadMatch, find_ticket, new_ticket_id
 from routing.facts import TicketFacts
 from routing.route import PRIORITY_WEIGHT, route
@@ -186,7 +187,7 @@ class Pipeline:
                 reason=outcome.reason if outcome else "",
                 rule_hits=list(outcome.hits) if outcome else [],
                 ticket_id=outcome.ticket_id if outcome else None,
-                raw=mail.raw,
+                raw_sha256=store_raw(session, mail.raw, self.clock.now()),
                 received_at=received,
                 processed_at=self.clock.now(),
             )

@@ -28,6 +28,7 @@ from daemon.notify import OutboxSender
 from daemon.parse import UnparseableMail, decode_value, parse_message
 from daemon.pipeline import Hold, Pipeline
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry
+from daemon.store.raw import store_raw
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class Runner:
                     sender=sender,
                     subject=subject,
                     reason=reason[:4000],
-                    raw=mail.raw,
+                    raw_sha256=store_raw(session, mail.raw, self.clock.now()),
                     created_at=self.clock.now(),
                 )
             )
