@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.backends.base import AckOutcome, BackendError, MailboxBackend, RawMail
+from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
+    AckOutcome,
+    BackendError,
+    MailboxBackend,
+    RawMail,
+)
 from daemon.clock import Clock
 from daemon.notify import OutboxSender
 from daemon.parse import UnparseableMail, decode_value, parse_message
@@ -78,6 +84,7 @@ class Runner:
         max_attempts: int = 3,
         batch: int = 100,
         crash: Callable[[str], None] | None = None,
+        max_batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self.backend = backend
         self.pipeline = pipeline
@@ -86,6 +93,7 @@ class Runner:
         self.clock = clock
         self.max_attempts = max_attempts
         self.batch = batch
+        self.max_batch_bytes = max_batch_bytes
         self.crash = crash or (lambda point: None)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = clock.now()
@@ -99,14 +107,18 @@ class Runner:
         seen: set[str] = set()
         cursor = self._load_cursor()
         while not self.stop_event.is_set():
-            result = self.backend.fetch_new(cursor, self.batch)
-            fresh = [m for m in result.mails if m.ref not in seen]
-            for mail in fresh:
-                seen.add(mail.ref)
+            result = self.backend.fetch_new(cursor, self.batch, self.max_batch_bytes)
+            # Memory: a batch is bounded by bytes, each mail is held once (in ``batch``)
+            # and dropped as soon as it is handled, before the next fetch.
+            batch = [m for m in reversed(result.mails) if m.ref not in seen]
+            new_cursor, fresh = result.cursor, bool(batch)
+            del result
+            while batch:
+                seen.add(batch[-1].ref)
                 stats.fetched += 1
-                self.handle(mail, stats)
-            if result.cursor is not None and result.cursor != cursor:
-                cursor = result.cursor
+                self.handle(batch.pop(), stats)
+            if new_cursor is not None and new_cursor != cursor:
+                cursor = new_cursor
                 self._save_cursor(cursor)
             if not fresh:
                 break

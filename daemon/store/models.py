@@ -103,7 +103,7 @@ class RawMailRecord(Base):
 
 
 class RawMailChunk(Base):
-    """A piece (at most 1 MiB) of a raw mail's zlib stream, in ``seq`` order."""
+    """A piece (at most 256 KiB) of a raw mail's zlib stream, in ``seq`` order."""
 
     __tablename__ = "raw_mail_chunks"
 

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from daemon.store.models import LedgerEntry, QuarantineEntry, RawMailChunk, RawMailRecord
 
-CHUNK = 1024 * 1024  # compressed bytes per chunk row
-FEED = 1024 * 1024  # raw bytes handed to the compressor at once
+CHUNK = 256 * 1024  # compressed bytes per chunk row (small: no driver copies much)
+FEED = 256 * 1024  # raw bytes handed to the compressor at once
 LEVEL = 6  # zlib's default: 34 MB/s on base64 attachments, a few % smaller than level 1
 PRUNE_BATCH = 200  # raw mails deleted per statement
 

@@ -21,7 +21,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-CHUNK = 1024 * 1024  # as daemon.store.raw at the time of this revision
+CHUNK = 256 * 1024  # as daemon.store.raw at the time of this revision
 
 raw_mail = sa.table(
     "raw_mail",
