@@ -229,6 +229,17 @@ class GuardSettings(_Section):
     max_depth: int = Field(default=10, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     polite_reply_per_hour: int = Field(default=3, ge=0)
+    # Mail fetched at once holds at most this many bytes (a bigger mail comes alone).
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
+class StorageSettings(_Section):
+    """What is kept of inbound mail, and for how long."""
+
+    # Raw mail of ledger rows processed longer ago is deleted (0: kept forever); the
+    # ledger rows stay. Mail in quarantine is kept while it is there.
+    raw_retention_days: float = Field(default=90, ge=0)
+    check_interval_seconds: float = Field(default=3600, gt=0)
 
 
 class OpenAISettings(_Section):
@@ -265,6 +276,7 @@ class Settings(_Section):
     sla: SlaSettings = Field(default_factory=SlaSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     base_dir: str = "."
 

@@ -165,7 +165,14 @@ def build_app(
     )
     sender = OutboxSender(factory, transport, clock, settings.outbound.max_attempts, crash)
     runner = Runner(
-        backend, pipeline, sender, factory, clock, settings.guards.max_attempts, crash=crash
+        backend,
+        pipeline,
+        sender,
+        factory,
+        clock,
+        settings.guards.max_attempts,
+        crash=crash,
+        max_batch_bytes=settings.guards.max_batch_bytes,
     )
     return App(
         settings,

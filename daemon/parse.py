@@ -3,6 +3,13 @@
 The raw bytes are never modified (the ledger keeps them); everything taken
 from headers is decoded and stripped of CR/LF and control characters, so no
 value built from mail text can inject a header into mail we send.
+
+Memory: the stdlib parser holds a mail about eight times over while it splits it
+into lines, and mail-parser decodes every attachment. Neither needs the bodies of
+attachments (only their names), so a big mail is parsed from its *skeleton*
+(:func:`skeleton`): the same bytes with large attachment bodies left out and very
+long text parts cut at a line end. One 23 MB mail then costs a few MB to parse,
+not 180.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.utils import getaddresses
 
 import mailparser
@@ -37,6 +46,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
 _SPACES = re.compile(r"[ \t]{2,}")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _CHARSET_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949"}
+
+BIG_PART = 64 * 1024  # a leaf body above this is not handed to the parsers whole
+TEXT_PART_CAP = 1024 * 1024  # a text part is read up to its first MiB (a log dump, not a request)
+MAX_HEAD = 1024 * 1024  # a header block longer than this is not looked into
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 # What the stdlib's RFC 2047 decoding raises on hostile input: UnicodeError (a
@@ -251,10 +265,10 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
     limits = limits or Limits()
     if len(raw) > limits.max_bytes:
         raise UnparseableMail(f"message of {len(raw)} bytes exceeds {limits.max_bytes}")
-    if not raw.strip():
+    if not raw or raw.isspace():  # not raw.strip(): that copies a 25 MB mail
         raise UnparseableMail("empty message")
     try:
-        msg = email.message_from_bytes(raw)
+        msg = email.message_from_bytes(skeleton(raw, limits))
     except Exception as exc:  # RecursionError on hostile nesting, odd errors on garbage
         raise UnparseableMail(f"cannot parse MIME: {exc!r}") from exc
     if not msg.keys():
@@ -297,6 +311,90 @@ def _inbound(msg: Message, size: int) -> InboundMessage:
         else "",
         part_types=_part_types(msg),
     )
+
+
+def skeleton(raw: bytes, limits: Limits | None = None) -> bytes:
+    """``raw`` with large attachment bodies left out and long text parts cut at a line end.
+
+    Headers, the MIME structure (every part, boundaries, attached messages and
+    reports) and the start of every text part stay byte for byte, so parsing the
+    skeleton yields the same headers, texts, attachment names and part types as
+    parsing ``raw``. ``raw`` itself is returned when nothing is big.
+    """
+    if len(raw) <= BIG_PART:
+        return raw
+    edits: list[tuple[int, int]] = []
+    _skeleton_edits(raw, 0, len(raw), 0, limits or Limits(), edits)
+    if not edits:
+        return raw
+    view = memoryview(raw)
+    pieces, pos = [], 0
+    for start, end in sorted(edits):
+        pieces.append(view[pos:start])
+        pos = end
+    pieces.append(view[pos:])
+    return b"".join(pieces)
+
+
+def _skeleton_edits(
+    raw: bytes, start: int, end: int, depth: int, limits: Limits, edits: list[tuple[int, int]]
+) -> None:
+    """Collect (start, end) byte ranges of ``raw[start:end]`` (one entity) to leave out."""
+    if depth > limits.max_depth or end - start <= BIG_PART:
+        return  # small, or hostile nesting: the parser sees it whole (and the limits apply)
+    if raw.startswith((b"\n", b"\r\n"), start):
+        head_end = body = start + (1 if raw[start] == 0x0A else 2)
+    else:
+        found = _BLANK_LINE.search(raw, start, min(end, start + MAX_HEAD))
+        if found is None:
+            return
+        head_end, body = found.start() + 1, found.end()
+    head = BytesHeaderParser(policy=compat32).parsebytes(raw[start:head_end])
+    ctype = head.get_content_type()
+    if head.get_content_maintype() == "multipart":
+        _skeleton_multipart(raw, head, body, end, depth, limits, edits)
+    elif ctype in ("message/rfc822", "message/global"):
+        cte = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
+        if cte in ("", "7bit", "8bit", "binary"):
+            _skeleton_edits(raw, body, end, depth + 1, limits, edits)
+    elif head.get_content_maintype() == "message" or ctype == "text/rfc822-headers":
+        return  # reports and returned headers: read whole (the bounce guard needs them)
+    elif end - body > BIG_PART:
+        # mail-parser reads an inline text part as text even when it has a file name.
+        attachment = head.get_content_disposition() == "attachment"
+        if attachment or head.get_content_maintype() != "text":
+            edits.append((body, end))
+        elif end - body > TEXT_PART_CAP:
+            cut = raw.rfind(b"\n", body, body + TEXT_PART_CAP)
+            edits.append((cut + 1 if cut >= body else body, end))
+
+
+def _skeleton_multipart(
+    raw: bytes,
+    head: Message,
+    body: int,
+    end: int,
+    depth: int,
+    limits: Limits,
+    edits: list[tuple[int, int]],
+) -> None:
+    boundary = head.get_boundary()
+    if not boundary:
+        return
+    try:
+        delimiter = boundary.encode("ascii", "surrogateescape")
+    except UnicodeError:
+        return
+    line = re.compile(rb"^--" + re.escape(delimiter) + rb"(--)?[ \t]*\r?$", re.MULTILINE)
+    part_start: int | None = None
+    for count, match in enumerate(line.finditer(raw, body, end)):
+        if part_start is not None:
+            _skeleton_edits(raw, part_start, match.start(), depth + 1, limits, edits)
+        if match.group(1) or count > limits.max_parts:
+            return  # the close delimiter: the epilogue is left as it is
+        part_start = min(match.end() + 1, end)
+    if part_start is not None:  # no close delimiter: the last part runs to the end
+        _skeleton_edits(raw, part_start, end, depth + 1, limits, edits)
 
 
 _Bodies = tuple[str, str, tuple[str, ...], tuple[str, ...]]

@@ -28,6 +28,7 @@ from daemon.guards import RULES, Action, GuardContext, Verdict, check
 from daemon.notify import Composer, Threading
 from daemon.parse import InboundMessage, Limits, parse_message
 from daemon.store.models import Comment, Event, LedgerEntry, QuarantineEntry, Ticket
+from daemon.store.raw import store_raw
 from daemon.threads import ThreadMatch, find_ticket, new_ticket_id
 from routing.facts import TicketFacts
 from routing.route import PRIORITY_WEIGHT, route
@@ -110,9 +111,11 @@ def content_keys(msg: InboundMessage, raw: bytes) -> tuple[str, ...]:
 
 
 def _legacy_key(msg: InboundMessage, raw: bytes) -> str:
-    body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
-    digest = hashlib.sha256(msg.message_id.encode() + b"\0" + body).hexdigest()
-    return f"c:{digest}"
+    cut = raw.find(b"\r\n\r\n")
+    start = cut + 4 if cut >= 0 else (raw.find(b"\n\n") + 2 if b"\n\n" in raw else 0)
+    digest = hashlib.sha256(msg.message_id.encode() + b"\0")
+    digest.update(memoryview(raw)[start:])  # no copy of a 25 MB body
+    return f"c:{digest.hexdigest()}"
 
 
 def arrival_time(mail: RawMail, msg: InboundMessage, now: datetime) -> datetime:
@@ -286,7 +289,7 @@ class Pipeline:
                 reason=outcome.reason,
                 rule_hits=list(outcome.hits),
                 ticket_id=outcome.ticket_id,
-                raw=mail.raw,
+                raw_sha256=store_raw(session, mail.raw, self.clock.now()),
                 received_at=received,
                 processed_at=self.clock.now(),
                 duplicate_of=duplicate_of,

@@ -19,6 +19,7 @@ from daemon.backends.base import RawMail
 from daemon.parse import decode_value, parse_message, sanitize_header
 from daemon.pipeline import AlreadyReleased, Outcome, Pipeline, Release
 from daemon.store.models import QuarantineEntry
+from daemon.store.raw import load_raw
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ def release(
                 f"quarantined mail #{entry_id} was already released "
                 f"({entry.released_at:%Y-%m-%d %H:%M} by {entry.released_by})"
             )
-        mail = RawMail(ref=entry.ref, raw=entry.raw, received_at=entry.received_at)
+        raw = load_raw(session, entry.raw_sha256)
+        if raw is None:
+            raise UserError(f"quarantined mail #{entry_id} has no raw bytes left to process")
+        mail = RawMail(ref=entry.ref, raw=raw, received_at=entry.received_at)
         code = entry.reason_code
     try:
         return pipeline.process(mail, Release(entry_id, actor, code))

@@ -31,7 +31,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.backends.base import AckOutcome, BackendError, MailboxBackend, RawMail
+from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
+    AckOutcome,
+    BackendError,
+    MailboxBackend,
+    RawMail,
+)
 from daemon.clock import Clock
 from daemon.notify import OutboxSender
 from daemon.outage import Patience, describe_outage
@@ -40,6 +46,7 @@ from daemon.pipeline import Hold, Pipeline
 from daemon.quarantine import peek, storable
 from daemon.store.db import StoreUnavailable, is_outage
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry
+from daemon.store.raw import store_raw
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class Runner:
         max_attempts: int = 3,
         batch: int = 100,
         crash: Callable[[str], None] | None = None,
+        max_batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self.backend = backend
         self.pipeline = pipeline
@@ -98,6 +106,7 @@ class Runner:
         self.clock = clock
         self.max_attempts = max_attempts
         self.batch = batch
+        self.max_batch_bytes = max_batch_bytes
         self.crash = crash or (lambda point: None)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = clock.now()
@@ -117,14 +126,20 @@ class Runner:
         seen: set[str] = set()
         cursor = self.patiently(self._load_cursor)
         while not self.stop_event.is_set():
-            result = self.backend.fetch_new(cursor, self.batch)
-            fresh = [m for m in result.mails if m.ref not in seen and m.ref not in self._stuck]
-            for mail in fresh:
-                seen.add(mail.ref)
+            result = self.backend.fetch_new(cursor, self.batch, self.max_batch_bytes)
+            # Memory: a batch is bounded by bytes, each mail is held once (in ``batch``)
+            # and dropped as soon as it is handled, before the next fetch.
+            batch = [
+                m for m in reversed(result.mails) if m.ref not in seen and m.ref not in self._stuck
+            ]
+            new_cursor, fresh = result.cursor, bool(batch)
+            del result
+            while batch:
+                seen.add(batch[-1].ref)
                 stats.fetched += 1
-                self.patiently(self.handle, mail, stats)
-            if result.cursor is not None and result.cursor != cursor:
-                cursor = result.cursor
+                self.patiently(self.handle, batch.pop(), stats)
+            if new_cursor is not None and new_cursor != cursor:
+                cursor = new_cursor
                 self.patiently(self._save_cursor, cursor)
             # Requesters hear back while a backlog drains, not after it.
             stats.sent += self.patiently(self.sender.send_due)
@@ -269,7 +284,6 @@ class Runner:
             subject=storable(subject, 998),
             reason=storable(reason, 4000) or "unknown",
             reason_code=storable(code, 32),
-            raw=mail.raw,
             created_at=self.clock.now(),
             received_at=arrived or mail.received_at,
         )
@@ -282,6 +296,7 @@ class Runner:
     def _store_quarantine(self, mail: RawMail, entry: QuarantineEntry) -> bool:
         try:
             with self.factory() as session, session.begin():
+                entry.raw_sha256 = store_raw(session, mail.raw, self.clock.now())
                 session.add(entry)
             return True
         except IntegrityError:

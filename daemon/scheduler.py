@@ -1,4 +1,5 @@
-"""Periodic jobs: SLA reminders and escalation (and, via extensions, approval expiry).
+"""Periodic jobs: SLA reminders and escalation, raw mail retention (and, via extensions,
+approval expiry).
 
 Jobs are plain functions of ``(app, now)`` so ``run --once`` can run whatever
 is due synchronously, and the daemon runs the same functions from an
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from daemon.app import App
 from daemon.notify import Threading
 from daemon.store.models import Event, Ticket
+from daemon.store.raw import prune_raw
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,25 @@ def check_sla(app: App, now: datetime) -> int:
     return changed
 
 
+def prune_raw_mail(app: App, now: datetime) -> int:
+    """Delete raw mail older than ``storage.raw_retention_days`` (0: keep it); 0: nothing to send."""
+    days = app.settings.storage.raw_retention_days
+    if not days:
+        return 0
+    with app.factory() as session, session.begin():
+        pruned = prune_raw(session, now - timedelta(days=days))
+    if pruned:
+        log.info("retention: raw bytes of %d mail(s) older than %g days deleted", pruned, days)
+    return 0  # nothing to send
+
+
 def jobs(app: App) -> list[tuple[str, Callable[[App, datetime], int], float]]:
     """The periodic jobs: (name, function, interval seconds)."""
     interval = app.settings.sla.check_interval_seconds
-    found = [("sla", check_sla, interval)]
+    found = [
+        ("sla", check_sla, interval),
+        ("raw-retention", prune_raw_mail, app.settings.storage.check_interval_seconds),
+    ]
     for ext in app.extensions:
         found += list(getattr(ext, "jobs", lambda: [])())
     return found

@@ -120,18 +120,20 @@ def _quarantine_list(args) -> int:
 
 def _quarantine_show(args) -> int:
     from daemon.store.models import QuarantineEntry
+    from daemon.store.raw import load_raw
 
     with read_session(readonly_settings(args)) as session:
         entry = session.get(QuarantineEntry, args.id)
         if entry is None:
             raise UserError(f"no quarantined mail #{args.id}")
+        raw = load_raw(session, entry.raw_sha256) or b""
         if args.raw:
-            sys.stdout.buffer.write(entry.raw)
+            sys.stdout.buffer.write(raw)
             return 0
         for key, value in _quarantine_row(entry).items():
             print(f"{key:>16}: {value if value is not None else '-'}")
         print()
-        print(entry.raw[:4096].decode("utf-8", "replace"))
+        print(raw[:4096].decode("utf-8", "replace"))
     return 0
 
 

@@ -64,13 +64,22 @@ class PermanentSendError(BackendError):
     """The server refused this message for good (e.g. 550): do not retry."""
 
 
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024  # guards.max_batch_bytes
+
+
 class MailboxBackend(Protocol):
     """Reads the support mailbox."""
 
     name: str
 
-    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
-        """Return up to ``limit`` mails not yet acknowledged."""
+    def fetch_new(
+        self, cursor: str | None, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> FetchResult:
+        """Return up to ``limit`` mails not yet acknowledged, of at most ``max_bytes`` in all.
+
+        The first mail is returned whatever its size (alone, when it exceeds
+        ``max_bytes``), so a batch always progresses.
+        """
         ...
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:

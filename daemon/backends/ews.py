@@ -38,6 +38,7 @@ from exchangelib.version import EXCHANGE_2016
 
 from config.schema import MailboxSettings, OutboundSettings
 from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
     AckOutcome,
     BackendError,
     FetchResult,
@@ -215,14 +216,29 @@ class EwsBackend:
             self._folders[path.lower()] = self.connection.folder(path, create=create)
         return self._folders[path.lower()]
 
-    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
-        """Return the oldest ``limit`` mails in the folder (``cursor`` is unused: the folder is the queue)."""
+    def fetch_new(
+        self, cursor: str | None, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> FetchResult:
+        """Return the oldest ``limit`` mails in the folder, ``max_bytes`` in all (at least one).
+
+        Item sizes are read first (FindItem); only the MIME of the items that fit is
+        fetched. ``cursor`` is unused: the folder is the queue.
+        """
         notes: list[str] = []
         mails: list[RawMail] = []
         with self.connection.errors("fetch mail"):
             folder = self._folder(self.settings.folder, create=False)
-            query = folder.all().only("id", "changekey", "mime_content", "datetime_received")
-            items = list(query.order_by("datetime_received")[:limit])
+            heads = folder.all().only("id", "changekey", "size").order_by("datetime_received")
+            picked, total, full = [], 0, False
+            for head in heads[:limit]:
+                size = int(getattr(head, "size", 0) or 0)
+                if picked and total + size > max_bytes:
+                    full = True
+                    break
+                picked.append((head.id, head.changekey))
+                total += size
+            fields = ["mime_content", "datetime_received"]
+            items = list(self.connection.account.fetch(ids=picked, only_fields=fields))
         for item in items:
             if isinstance(item, Exception) or not item.mime_content:
                 note = f"EWS item without MIME content skipped: {item if isinstance(item, Exception) else item.id}"
@@ -230,7 +246,7 @@ class EwsBackend:
                 notes.append(note)
                 continue
             mails.append(RawMail(item.id, bytes(item.mime_content), _utc(item.datetime_received)))
-        return FetchResult(mails, None, more=len(items) >= limit, notes=notes)
+        return FetchResult(mails, None, more=full or len(picked) >= limit, notes=notes)
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` to the processed or quarantine folder; an item already gone is fine."""

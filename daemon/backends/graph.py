@@ -26,6 +26,7 @@ import requests
 
 from config.schema import MailboxSettings, OutboundSettings
 from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
     AckOutcome,
     BackendError,
     FetchResult,
@@ -229,17 +230,26 @@ class GraphBackend:
         self._round_open = False
 
     # --- reading ----------------------------------------------------------------
-    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
-        """Run the delta query from ``cursor`` (or from scratch); return up to about ``limit`` mails."""
+    def fetch_new(
+        self, cursor: str | None, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> FetchResult:
+        """Run the delta query from ``cursor`` (or from scratch); return up to about ``limit`` mails.
+
+        Graph's delta pages carry no sizes: reading stops once ``max_bytes`` are read
+        (so a batch holds at most ``max_bytes`` plus one mail), and the cursor stays on
+        the page, whose rest is read next time.
+        """
         notes: list[str] = []
         try:
-            mails, new_cursor, more = self._delta(cursor or self._initial_delta_url(), limit)
+            mails, new_cursor, more = self._delta(
+                cursor or self._initial_delta_url(), limit, max_bytes
+            )
         except GraphError as e:
             if cursor is None or not _is_expired(e):
                 raise
             log.warning("Graph delta state expired (%s); running a full resync", e.code or e.status)
             notes.append("delta state expired: full resync (replays are deduplicated)")
-            mails, new_cursor, more = self._delta(self._initial_delta_url(), limit)
+            mails, new_cursor, more = self._delta(self._initial_delta_url(), limit, max_bytes)
         self._cursor, self._round_open = new_cursor, more
         return FetchResult(mails, new_cursor, more, notes)
 
@@ -247,7 +257,9 @@ class GraphBackend:
         folder = _q(self._folder_id(self.settings.folder, create=False))
         return f"{self._base}/mailFolders/{folder}/messages/delta?$select={DELTA_SELECT}"
 
-    def _delta(self, url: str, limit: int) -> tuple[list[RawMail], str, bool]:
+    def _delta(
+        self, url: str, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> tuple[list[RawMail], str, bool]:
         """Follow pages from ``url``; stop before a page that would overflow ``limit``.
 
         The returned cursor never skips a message not returned: it is the URL of
@@ -262,7 +274,12 @@ class GraphBackend:
             entries = [e for e in page.get("value", []) if "@removed" not in e]
             if mails and len(mails) + len(entries) > limit:
                 return mails, url, True
-            mails.extend(m for m in map(self._fetch_raw, entries) if m is not None)
+            for entry in entries:
+                if mails and sum(len(m.raw) for m in mails) >= max_bytes:
+                    return mails, url, True  # the rest of this page next time (replays dedup)
+                mail = self._fetch_raw(entry)
+                if mail is not None:
+                    mails.append(mail)
             if page.get("@odata.nextLink"):
                 url = page["@odata.nextLink"]
                 if len(mails) >= limit:

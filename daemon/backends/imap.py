@@ -35,6 +35,7 @@ from imapclient import IMAPClient, exceptions
 
 from config.schema import MailboxSettings
 from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
     AckOutcome,
     BackendError,
     FetchResult,
@@ -136,15 +137,19 @@ class ImapBackend(IdleWaiting):
         self._next_poll = 0.0
 
     # -- the MailboxBackend contract ----------------------------------------------------
-    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
-        """Return up to ``limit`` mails still in the folder, oldest UID first.
+    def fetch_new(
+        self, cursor: str | None, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> FetchResult:
+        """Return up to ``limit`` mails (``max_bytes`` in all, at least one) still in the folder.
+
+        Oldest UID first; sizes come from ``RFC822.SIZE`` before any body is fetched.
 
         Acknowledged mail leaves the folder, so the cursor only records the
         folder's UIDVALIDITY (``folder:UIDVALIDITY``, kept in the store): a change
         since the last run, even across a restart, is logged as a resync.
         """
         self._remember_cursor(cursor)
-        result = self._run("fetch", lambda c: self._fetch(c, max(1, limit)))
+        result = self._run("fetch", lambda c: self._fetch(c, max(1, limit), max_bytes))
         self._next_poll = self.clock() + self.settings.poll_seconds
         return result
 
@@ -340,15 +345,25 @@ class ImapBackend(IdleWaiting):
         self._selected = (folder, validity)
         return validity
 
-    def _fetch(self, client: IMAPClient, limit: int) -> FetchResult:
+    def _fetch(self, client: IMAPClient, limit: int, max_bytes: int) -> FetchResult:
         folder = self.settings.folder
         validity = self._select(client, folder, force=True)
         uids = sorted(client.search(["NOT", "DELETED"]))
         mails: list[RawMail] = []
         notes: list[str] = []
-        pos = 0
+        pos = total = 0
         while pos < len(uids) and len(mails) < limit:
-            chunk = uids[pos : pos + min(self.fetch_chunk, limit - len(mails))]
+            window = uids[pos : pos + min(self.fetch_chunk, limit - len(mails))]
+            sizes = client.fetch(window, ["RFC822.SIZE"])
+            chunk = []
+            for uid in window:  # only the bodies that fit the byte bound; the first always
+                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+                if (pos or chunk) and total + size > max_bytes:
+                    break
+                chunk.append(uid)
+                total += size
+            if not chunk:
+                break
             pos += len(chunk)
             answer = client.fetch(chunk, ["BODY.PEEK[]", "INTERNALDATE"])
             for uid in chunk:

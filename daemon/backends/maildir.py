@@ -20,7 +20,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.backends.base import AckOutcome, BackendError, FetchResult, OutgoingMail, RawMail
+from daemon.backends.base import (
+    DEFAULT_BATCH_BYTES,
+    AckOutcome,
+    BackendError,
+    FetchResult,
+    OutgoingMail,
+    RawMail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +71,22 @@ class MaildirBackend:
             raise BackendError(f"cannot read maildir {self.path}: {exc.strerror}") from exc
         return sorted(entries, key=lambda e: (e.stat().st_mtime_ns, e.name))
 
-    def fetch_new(self, cursor: str | None, limit: int) -> FetchResult:
-        """Return up to ``limit`` mails from ``new/``, oldest first."""
+    def fetch_new(
+        self, cursor: str | None, limit: int, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> FetchResult:
+        """Return up to ``limit`` mails (``max_bytes`` in all, at least one) from ``new/``, oldest first.
+
+        Sizes come from ``stat``: only the files that fit are read.
+        """
         entries = self._pending()
         mails = []
+        total = taken = 0
         for entry in entries[:limit]:
+            size = entry.stat().st_size
+            if taken and total + size > max_bytes:
+                break
+            taken += 1
+            total += size
             try:
                 raw = Path(entry.path).read_bytes()
                 mtime = entry.stat().st_mtime
@@ -76,7 +94,7 @@ class MaildirBackend:
                 continue  # acked by a concurrent run
             received = datetime.fromtimestamp(mtime, UTC).replace(tzinfo=None)
             mails.append(RawMail(ref=entry.name, raw=raw, received_at=received))
-        return FetchResult(mails=mails, cursor=None, more=len(entries) > limit)
+        return FetchResult(mails=mails, cursor=None, more=len(entries) > taken)
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` out of ``new/``; a ref already moved is fine."""

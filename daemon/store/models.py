@@ -91,8 +91,29 @@ class Comment(Base):
     ticket: Mapped[Ticket] = relationship(back_populates="comments")
 
 
+class RawMailRecord(Base):
+    """One distinct inbound mail's exact bytes, stored once (see ``daemon.store.raw``)."""
+
+    __tablename__ = "raw_mail"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)  # bytes of the mail
+    stored_size: Mapped[int] = mapped_column(Integer, default=0)  # bytes after zlib
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class RawMailChunk(Base):
+    """A piece (at most 256 KiB) of a raw mail's zlib stream, in ``seq`` order."""
+
+    __tablename__ = "raw_mail_chunks"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("raw_mail.sha256"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class LedgerEntry(Base):
-    """Every inbound mail ever committed, with its raw bytes and what became of it.
+    """Every inbound mail ever committed, what became of it, and the key of its raw bytes.
 
     Unique on the backend reference and on the content key, so a mail fetched
     twice (crash before ack, IMAP UIDVALIDITY change, Graph delta replay) is
@@ -111,7 +132,8 @@ class LedgerEntry(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     rule_hits: Mapped[list] = mapped_column(JSON, default=list)
     ticket_id: Mapped[str | None] = mapped_column(ForeignKey("tickets.id"), index=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # The mail's bytes in raw_mail; NULL once retention (storage.raw_retention_days) pruned them.
+    raw_sha256: Mapped[str | None] = mapped_column(ForeignKey("raw_mail.sha256"), index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     processed_at: Mapped[datetime] = mapped_column(DateTime)
     # A duplicate names the ledger row of the mail it repeats (never silently swallowed).
@@ -136,7 +158,7 @@ class Attempt(Base):
 
 
 class QuarantineEntry(Base):
-    """Mail that could not be processed, kept whole with the reason."""
+    """Mail that could not be processed, kept whole (in raw_mail) with the reason."""
 
     __tablename__ = "quarantine"
 
@@ -148,7 +170,8 @@ class QuarantineEntry(Base):
     # The guard rule or failure kind ("sender-rate", "unparseable", "failed"): what
     # ``quarantine release --reason`` selects on.
     reason_code: Mapped[str] = mapped_column(String(32), default="", index=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # The mail's bytes in raw_mail: never pruned while the mail is held here.
+    raw_sha256: Mapped[str | None] = mapped_column(ForeignKey("raw_mail.sha256"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     # When the mail arrived in the mailbox (as the ledger's received_at).
     received_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -19,8 +19,10 @@ from daemon.store.models import (
     LedgerEntry,
     OutboxEntry,
     QuarantineEntry,
+    RawMailRecord,
     Ticket,
 )
+from daemon.store.raw import raw_head
 
 
 def iso(value: datetime | None) -> str | None:
@@ -264,8 +266,9 @@ def quarantine_page(session: Session, offset: int = 0, limit: int = 50) -> tuple
             QuarantineEntry.subject,
             QuarantineEntry.reason,
             QuarantineEntry.created_at,
-            func.length(QuarantineEntry.raw).label("size"),
+            RawMailRecord.size.label("size"),
         )
+        .outerjoin(RawMailRecord, RawMailRecord.sha256 == QuarantineEntry.raw_sha256)
         .order_by(QuarantineEntry.created_at.desc(), QuarantineEntry.id.desc())
         .offset(offset)
         .limit(limit)
@@ -298,15 +301,14 @@ def quarantine_entry(
         QuarantineEntry.subject,
         QuarantineEntry.reason,
         QuarantineEntry.created_at,
-        func.length(QuarantineEntry.raw).label("size"),
-        func.substr(QuarantineEntry.raw, 1, head_bytes).label("raw_head"),
-    ).where(QuarantineEntry.id == entry_id)
-    row = session.execute(stmt).first()
+        RawMailRecord.size.label("size"),
+        QuarantineEntry.raw_sha256,
+    ).outerjoin(RawMailRecord, RawMailRecord.sha256 == QuarantineEntry.raw_sha256)
+    row = session.execute(stmt.where(QuarantineEntry.id == entry_id)).first()
     if row is None:
         return None
     fields = row._asdict()
-    head = fields.pop("raw_head") or b""
-    head = head.encode() if isinstance(head, str) else bytes(head)
+    head = raw_head(session, fields.pop("raw_sha256"), head_bytes)
     return QuarantinedMail(**fields | {"size": int(fields["size"] or 0), "raw_head": head})
 
 

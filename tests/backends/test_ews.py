@@ -236,3 +236,15 @@ def test_credentials_stay_out_of_debug_logs(
     basic = base64.b64encode(f"{fake.username}:{fake.password}".encode()).decode()
     assert "Request headers" in caplog.text
     assert basic not in caplog.text and fake.password not in caplog.text
+
+
+def test_fetch_is_bounded_by_bytes(fake: FakeEws, backend: EwsBackend) -> None:
+    """Sizes from FindItem first: only the MIME that fits is fetched, a big mail alone."""
+    now = datetime.now(UTC)
+    for n in range(3):
+        fake.deliver(raw(n), received=now + timedelta(seconds=n))
+    bound = len(raw(0)) + len(raw(1))
+    first = backend.fetch_new(None, 10, max_bytes=bound)
+    assert [m.raw for m in first.mails] == [raw(0), raw(1)] and first.more
+    alone = backend.fetch_new(None, 10, max_bytes=1)
+    assert [m.raw for m in alone.mails] == [raw(0)] and alone.more

@@ -410,3 +410,17 @@ def test_msal_token_provider_from_oauth_module(tls_fake: FakeGraph) -> None:
     assert len(b.fetch_new(None, 10).mails) == 2  # 401 -> invalidate() -> a fresh token
     assert len(tls_fake.token_requests) == 2
     b.close()
+
+
+def test_fetch_stops_reading_once_the_byte_bound_is_spent(
+    fake: FakeGraph, backend: GraphBackend
+) -> None:
+    """Delta pages carry no sizes: reading stops at the bound; the rest comes next time."""
+    for n in range(4):
+        fake.deliver(raw(n))
+    first = backend.fetch_new(None, 10, max_bytes=len(raw(0)) + 1)
+    assert [m.raw for m in first.mails] == [raw(0), raw(1)] and first.more
+    for m in first.mails:
+        backend.ack(m.ref, AckOutcome.PROCESSED)
+    rest = backend.fetch_new(first.cursor, 10)
+    assert [m.raw for m in rest.mails] == [raw(2), raw(3)]

@@ -361,3 +361,16 @@ def test_check_reports_in_plain_words(
 def _folders(server: DovecotServer) -> list[str]:
     with server.client() as c:
         return [name for _, _, name in c.list_folders()]
+
+
+def test_fetch_is_bounded_by_bytes_from_rfc822_size(
+    dovecot: DovecotServer, backends: Callable[..., ImapBackend]
+) -> None:
+    for n in range(3):
+        dovecot.append(raw(n))
+    b = backends(dovecot.settings())
+    sizes = [len(raw(n).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")) for n in range(2)]
+    first = b.fetch_new(None, 10, max_bytes=sum(sizes))
+    assert [m.raw for m in first.mails] == [raw(0), raw(1)] and first.more
+    alone = b.fetch_new(None, 10, max_bytes=1)
+    assert [m.raw for m in alone.mails] == [raw(0)] and alone.more

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.parse import (
+    TEXT_PART_CAP,
     Limits,
     UnparseableMail,
     decode_value,
@@ -16,6 +17,7 @@ from daemon.parse import (
     message_ids,
     parse_message,
     sanitize_header,
+    skeleton,
 )
 from tests.conftest import EMAILS
 from tests.support.mail import make_mail
@@ -293,3 +295,58 @@ def test_a_double_encoded_subject_is_decoded_to_the_end_and_flattened():
 @pytest.mark.parametrize("word", ["=?utf-8?b?aGk!?=", "=?\xff?q?hi?="])
 def test_header_parse_and_charset_errors_do_not_escape(word: str):
     assert decode_value(word) in (word, "hi")
+
+
+# -- big mail is parsed from its skeleton ------------------------------------------------
+
+
+def big_mail(attachment: bytes, text: str = "The build server crashed, dump attached.") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "bob@example.com"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "Crash dump"
+    msg["Message-ID"] = "<big@example.com>"
+    msg.set_content(text)
+    msg.add_attachment(attachment, maintype="application", subtype="octet-stream", filename="d.bin")
+    return bytes(msg)
+
+
+def test_big_attachment_is_left_out_of_the_parse_but_named() -> None:
+    raw = big_mail(bytes(range(256)) * 20000)  # 5 MB
+    slim = skeleton(raw)
+    assert len(slim) < 2000 and len(raw) > 5_000_000
+    msg = parse_message(raw)
+    assert msg.attachments == ("d.bin",) and msg.size == len(raw)
+    assert msg.text == "The build server crashed, dump attached."
+    assert msg.part_types == ("multipart/mixed", "text/plain", "application/octet-stream")
+
+
+def test_huge_text_part_is_read_up_to_its_first_mebibyte_at_a_line_end() -> None:
+    line = "all work and no play makes jack a dull boy\n"
+    msg = parse_message(big_mail(b"x", text=line * 100_000))
+    assert TEXT_PART_CAP - len(line) < len(msg.text) + 1 <= TEXT_PART_CAP
+    assert msg.text.endswith("dull boy") and msg.attachments == ("d.bin",)
+
+
+def test_skeleton_keeps_small_mail_and_structure_without_close_delimiter() -> None:
+    small = make_mail()
+    assert skeleton(small) is small
+    raw = big_mail(b"\0" * 200_000)
+    cut = raw[: raw.rindex(b"--")]  # no close delimiter: a broken client
+    assert len(skeleton(cut)) < 2000
+    assert parse_message(cut).attachments == ("d.bin",)
+
+
+@pytest.mark.parametrize("path", FIXTURES[::7], ids=lambda p: p.name)
+def test_skeleton_parses_like_the_whole_mail(path: Path, monkeypatch) -> None:
+    raw = path.read_bytes()
+    whole = parse_message(raw)
+    monkeypatch.setattr("daemon.parse.BIG_PART", 64)  # leave out every body over 64 bytes
+    slim = parse_message(raw)
+    assert (slim.headers, slim.text, slim.html, slim.part_types, len(slim.attachments)) == (
+        whole.headers,
+        whole.text,
+        whole.html,
+        whole.part_types,
+        len(whole.attachments),
+    )

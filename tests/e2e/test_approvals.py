@@ -7,6 +7,7 @@ transport wrote, exactly as a mail client would.
 
 from __future__ import annotations
 
+import email
 import json
 import re
 from datetime import timedelta
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from daemon.approvals import trusts_authentication_results
 from daemon.scheduler import run_due, start_scheduler
-from daemon.store.models import Approval, Ticket
+from daemon.store.models import Approval, LedgerEntry, Ticket
 from daemon.store.queries import get_ticket
 from tests.e2e.helpers import acks, mailtriage, sent_mail, tickets
 from tests.support.mail import make_mail
@@ -289,6 +290,10 @@ def test_forwarded_mail_never_decides(desk) -> None:
     assert [h["details"]["rule"] for h in history(t, "approval_refused")] == ["forward"] * 3
 
 
+def _message_id(raw: bytes) -> str:
+    return str(email.message_from_bytes(raw)["Message-ID"]).strip()
+
+
 def test_a_used_token_is_never_counted_again(desk) -> None:
     d = desk(mode="all")
     tid = d.open_request()
@@ -297,12 +302,20 @@ def test_a_used_token_is_never_counted_again(desk) -> None:
     d.run(first)
     d.run(first)  # the identical mail again: the ledger recognises it
     d.run(answer(req, "Reject, changed my mind"))  # a new mail with the used token
-    replay = first.replace(b"Approve", b"Reject!", 1)  # same Message-ID, other body
+    # Same Message-ID from the same sender, other body: the same mail, so the ledger
+    # records it as a duplicate of the first reply and no vote is counted.
+    replay = first.replace(b"Approve", b"Reject!", 1)
     d.run(replay)
     t = d.ticket(tid)
     assert t["status"] == "awaiting_approval" and votes(t)[0] == (1, BOSS, "approved")
-    assert [h["details"]["rule"] for h in history(t, "approval_refused")] == ["decided", "replay"]
+    assert [h["details"]["rule"] for h in history(t, "approval_refused")] == ["decided"]
     assert len(d.sent(BOSS, "Already decided")) == 1
+    with d.app.factory() as s:
+        rows = s.scalars(
+            select(LedgerEntry).where(LedgerEntry.message_id == _message_id(first))
+        ).all()
+    assert [r.outcome for r in rows] == ["approval", "duplicate", "duplicate"]
+    assert {r.duplicate_of for r in rows[1:]} == {rows[0].id}
 
 
 def test_delegates_are_refused_unless_allowed(desk) -> None:

@@ -212,7 +212,10 @@ class FakeEws:
         size = int(view.get("MaxEntriesReturned", "1000")) if view is not None else 1000
         page = items[start : start + size]
         last = "true" if start + size >= len(items) else "false"
-        body = "".join(f"<t:Message>{_item_id(i)}{_received(i)}</t:Message>" for i in page)
+        body = "".join(
+            f"<t:Message>{_item_id(i)}<t:Size>{len(i.mime)}</t:Size>{_received(i)}</t:Message>"
+            for i in page
+        )
         root = (
             f'<m:RootFolder IndexedPagingOffset="{start + len(page)}" TotalItemsInView="{len(items)}"'
             f' IncludesLastItemInRange="{last}"><t:Items>{body}</t:Items></m:RootFolder>'

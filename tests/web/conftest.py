@@ -27,6 +27,7 @@ from daemon.store.models import (
     Ticket,
 )
 from daemon.store.queries import open_readonly
+from daemon.store.raw import raw_sha256, store_raw
 from web_status import create_app
 
 NOW = datetime(2026, 1, 5, 12, 0, 0)
@@ -157,7 +158,6 @@ def _mail_rows() -> list:
             ref=f"maildir:{i}",
             content_key=f"key{i}",
             outcome=outcome,
-            raw=b"x",
             received_at=NOW - timedelta(minutes=i),
             processed_at=NOW - timedelta(minutes=i),
         )
@@ -168,7 +168,7 @@ def _mail_rows() -> list:
         sender=XSS_SENDER,
         subject=f"Broken {XSS}",
         reason="ValueError: cannot decode part 2",
-        raw=QUARANTINED_RAW,
+        raw_sha256=raw_sha256(QUARANTINED_RAW),
         created_at=NOW - timedelta(minutes=30),
     )
     outbox = [
@@ -219,6 +219,7 @@ def seed(engine: Engine) -> None:
     with transaction(factory) as s:
         s.add_all(_tickets())
     with transaction(factory) as s:
+        store_raw(s, QUARANTINED_RAW, NOW)
         s.add_all(_ticket_children() + _mail_rows())
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from daemon.store.db import make_engine, migrate, session_factory, transaction
 from daemon.store.models import QuarantineEntry, Ticket
 from daemon.store.queries import StoreError, open_readonly, quarantine_entry
+from daemon.store.raw import load_raw
 from tests.web.conftest import NOW, VPN, make_ticket, seed
 from web_status import SECURITY_HEADERS
 
@@ -134,7 +135,7 @@ def test_readonly_on_postgresql(postgres_server, make_app):
         with factory() as session:
             entry = quarantine_entry(session, 1, head_bytes=10)
             assert entry is not None and entry.raw_head == b'From: "<sc'
-            assert entry.size == len(session.get(QuarantineEntry, 1).raw)
+            assert entry.size == len(load_raw(session, session.get(QuarantineEntry, 1).raw_sha256))
         with factory() as session:
             session.add(make_ticket("TKT-20260105-WRITE1", NOW))
             with pytest.raises(StoreError, match="read-only transaction"):

@@ -1,0 +1,149 @@
+"""Raw inbound mail, stored once by content and compressed, out of the hot tables.
+
+``raw_mail`` has one row per distinct mail: the SHA-256 of its exact bytes, its
+size and when it was stored. The zlib stream of the bytes is in
+``raw_mail_chunks``, in pieces of at most :data:`CHUNK` bytes, so storing or
+reading a 25 MB mail never holds a second whole copy of it in memory (compressed
+or not) and no database driver copies a 20 MB parameter. The ledger and the
+quarantine name their mail by ``raw_sha256``: the same bytes fetched twice (a
+replay, a duplicate) are stored once.
+
+Retention (:func:`prune_raw`) deletes the raw mail that only old ledger rows
+name and sets their ``raw_sha256`` to NULL: the row and its metadata stay. Mail
+still in quarantine is never pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from datetime import datetime
+
+from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from daemon.store.models import LedgerEntry, QuarantineEntry, RawMailChunk, RawMailRecord
+
+CHUNK = 256 * 1024  # compressed bytes per chunk row (small: no driver copies much)
+FEED = 256 * 1024  # raw bytes handed to the compressor at once
+LEVEL = 6  # zlib's default: 34 MB/s on base64 attachments, a few % smaller than level 1
+PRUNE_BATCH = 200  # raw mails deleted per statement
+
+
+def raw_sha256(raw: bytes) -> str:
+    """The key of ``raw`` in ``raw_mail``: SHA-256 of the exact bytes, hex."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def store_raw(session: Session, raw: bytes, now: datetime) -> str:
+    """Store ``raw`` (once: known bytes are not written again); return its key.
+
+    Runs in the caller's transaction. Two workers storing the same new bytes at
+    once: the second insert waits for the first and then does nothing.
+    """
+    sha = raw_sha256(raw)
+    if session.get(RawMailRecord, sha) is not None:
+        return sha
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    row = {"sha256": sha, "size": len(raw), "stored_size": 0, "created_at": now}
+    done = session.execute(insert(RawMailRecord).values(row).on_conflict_do_nothing())
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return sha  # another transaction stored it
+    compressor = zlib.compressobj(LEVEL)
+    view = memoryview(raw)
+    pending = bytearray()
+    seq = stored = 0
+    for start in range(0, len(raw), FEED):
+        pending += compressor.compress(view[start : start + FEED])
+        while len(pending) >= CHUNK:
+            seq, stored = _put_chunk(session, sha, seq, pending, stored)
+    pending += compressor.flush()
+    while pending or seq == 0:
+        seq, stored = _put_chunk(session, sha, seq, pending, stored)
+    session.execute(
+        update(RawMailRecord).where(RawMailRecord.sha256 == sha).values(stored_size=stored)
+    )
+    return sha
+
+
+def _put_chunk(
+    session: Session, sha: str, seq: int, pending: bytearray, stored: int
+) -> tuple[int, int]:
+    data = bytes(pending[:CHUNK])
+    del pending[:CHUNK]
+    session.execute(RawMailChunk.__table__.insert().values(sha256=sha, seq=seq, data=data))
+    return seq + 1, stored + len(data)
+
+
+def _chunks(session: Session, sha: str):
+    seq = 0
+    while True:
+        stmt = select(RawMailChunk.data).where(RawMailChunk.sha256 == sha, RawMailChunk.seq == seq)
+        data = session.scalar(stmt)  # one chunk at a time: the driver never buffers them all
+        if data is None:
+            return
+        yield bytes(data)
+        seq += 1
+
+
+def load_raw(session: Session, sha: str | None) -> bytes | None:
+    """The exact bytes stored under ``sha``; None when there is none (pruned, or no key)."""
+    if sha is None or session.get(RawMailRecord, sha) is None:
+        return None
+    out = bytearray()
+    decompressor = zlib.decompressobj()
+    for data in _chunks(session, sha):
+        out += decompressor.decompress(data)
+    out += decompressor.flush()
+    return bytes(out)
+
+
+def raw_head(session: Session, sha: str | None, n: int) -> bytes:
+    """The first ``n`` bytes stored under ``sha`` (b'' when there is none)."""
+    if sha is None:
+        return b""
+    out = bytearray()
+    decompressor = zlib.decompressobj()
+    for data in _chunks(session, sha):
+        out += decompressor.decompress(data, n - len(out))
+        if len(out) >= n:
+            break
+    return bytes(out[:n])
+
+
+def raw_size(session: Session, sha: str | None) -> int | None:
+    """The size in bytes of the mail stored under ``sha``, or None."""
+    if sha is None:
+        return None
+    return session.scalar(select(RawMailRecord.size).where(RawMailRecord.sha256 == sha))
+
+
+def prune_raw(session: Session, before: datetime) -> int:
+    """Delete raw mail that only ledger rows processed before ``before`` name; return how many.
+
+    Raw mail of a quarantine row not yet released (or released since ``before``)
+    stays. The ledger rows (and released quarantine rows) keep their metadata,
+    with ``raw_sha256`` set to NULL.
+    """
+    recent = exists().where(
+        LedgerEntry.raw_sha256 == RawMailRecord.sha256, LedgerEntry.processed_at >= before
+    )
+    held = exists().where(
+        QuarantineEntry.raw_sha256 == RawMailRecord.sha256,
+        or_(QuarantineEntry.released_at.is_(None), QuarantineEntry.released_at >= before),
+    )
+    stmt = (
+        select(RawMailRecord.sha256)
+        .where(RawMailRecord.created_at < before, ~recent, ~held)
+        .limit(PRUNE_BATCH)
+    )
+    pruned = 0
+    while shas := list(session.scalars(stmt)):
+        for model in (LedgerEntry, QuarantineEntry):
+            session.execute(update(model).where(model.raw_sha256.in_(shas)).values(raw_sha256=None))
+        session.execute(delete(RawMailChunk).where(RawMailChunk.sha256.in_(shas)))
+        session.execute(delete(RawMailRecord).where(RawMailRecord.sha256.in_(shas)))
+        pruned += len(shas)
+    return pruned
