@@ -16,8 +16,10 @@ from mailtriage.commands import init_project
 from tests.support.postgres import postgres_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-EMAILS = SHARED / "data" / "emails"
+# Fixture data lives in the repository (see tests/data/README.md): a clone stands on its own.
+DATA = REPO / "tests" / "data"
+EMAILS = DATA / "emails"
+ENDAVA_SAMPLE = DATA / "tickets" / "endava_topics"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -35,6 +35,7 @@ from daemon.backends.base import (
     RawMail,
     add_missing_bcc,
 )
+from daemon.backends.oauth import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ RETRY_STATUSES = frozenset({429, 503, 504})
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
 DELTA_SELECT = "id,internetMessageId,receivedDateTime"
 POLL_PAGE = 50
-
-
-class TokenProvider(Protocol):
-    """What we need from ``daemon.backends.oauth``: a bearer token and a way to drop it."""
-
-    def token(self) -> str:
-        """Return a valid access token (cached until shortly before expiry)."""
-        ...
-
-    def invalidate(self) -> None:
-        """Forget the cached token (the server rejected it)."""
-        ...
 
 
 class GraphError(BackendError):

@@ -23,6 +23,7 @@ from daemon.backends.oauth import xoauth2_string
 from tests.support.dovecot import NO_MOVE_CAPABILITIES, DovecotServer
 from tests.support.faultproxy import FaultProxy
 from tests.support.ports import free_port
+from tests.support.tokens import Tokens
 
 pytestmark = pytest.mark.realserver
 
@@ -48,21 +49,6 @@ PLACEHOLDER = (
 
 
 OAUTH2 = OAuth2Settings(tenant_id="tenant", client_id="client", client_secret="unused")
-
-
-class Tokens:
-    """A token provider that hands out ``tokens`` in turn and counts invalidations."""
-
-    def __init__(self, *tokens: str) -> None:
-        self.tokens, self.invalidations = list(tokens), 0
-
-    def token(self) -> str:
-        return self.tokens[0]
-
-    def invalidate(self) -> None:
-        self.invalidations += 1
-        if len(self.tokens) > 1:
-            self.tokens.pop(0)
 
 
 @pytest.fixture

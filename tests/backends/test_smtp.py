@@ -13,6 +13,7 @@ from daemon.backends.smtp import SmtpTransport
 from tests.support.faultproxy import FaultProxy
 from tests.support.ports import free_port
 from tests.support.smtpd import TOKEN, SmtpServer
+from tests.support.tokens import Tokens
 
 RAW = (
     b"From: IT Support <support@example.com>\r\n"
@@ -30,21 +31,6 @@ RAW = (
 def mail(n: int = 1, to: tuple[str, ...] = ("alice@example.com",)) -> OutgoingMail:
     raw = RAW.replace(b"<t42.1@", f"<t42.{n}@".encode())
     return OutgoingMail(f"<t42.{n}@mailtriage>", "support@example.com", to, raw)
-
-
-class Tokens:
-    """A token provider that hands out ``tokens`` in turn and counts invalidations."""
-
-    def __init__(self, *tokens: str) -> None:
-        self.tokens, self.invalidations = list(tokens), 0
-
-    def token(self) -> str:
-        return self.tokens[0]
-
-    def invalidate(self) -> None:
-        self.invalidations += 1
-        if len(self.tokens) > 1:
-            self.tokens.pop(0)
 
 
 @pytest.fixture

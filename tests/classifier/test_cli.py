@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-import pytest
-
 from classifier.model import TextModel
+from classifier.training import load_csv
 from mailtriage.cli import main
-
-ENDAVA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tickets" / "endava_topics"
-
-
-def _sample(src: Path, dst: Path, n: int) -> Path:
-    with src.open(newline="", encoding="utf-8") as fh:
-        rows = [r for _, r in zip(range(n), csv.DictReader(fh), strict=False)]
-    with dst.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return dst
+from tests.conftest import ENDAVA_SAMPLE
 
 
-@pytest.mark.skipif(not ENDAVA.exists(), reason="shared Endava data not present")
 def test_train_then_eval_on_a_sample_of_endava(tmp_path, capsys) -> None:
-    train_csv = _sample(ENDAVA / "train.csv", tmp_path / "train.csv", 2000)
-    test_csv = _sample(ENDAVA / "test.csv", tmp_path / "test.csv", 500)
+    train_csv = ENDAVA_SAMPLE / "train_sample.csv"
+    test_csv = ENDAVA_SAMPLE / "test_sample.csv"
     out = tmp_path / "model.pkl"
     assert (
         main(
@@ -43,7 +27,7 @@ def test_train_then_eval_on_a_sample_of_endava(tmp_path, capsys) -> None:
         == 0
     )
     printed = capsys.readouterr()
-    assert "training on 2000 rows, 8 categories" in printed.out
+    assert f"training on {len(load_csv(train_csv).labels)} rows, 8 categories" in printed.out
     assert "calibration" in printed.err  # the progress bar's last step
     assert len(TextModel.load(out).classes) == 8
 

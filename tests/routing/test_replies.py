@@ -1,4 +1,4 @@
-"""Quote stripping over the shared reply fixtures, and the approval reply grammar."""
+"""Quote stripping over the public reply fixtures in tests/data, and the approval reply grammar."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from routing.replies import ReplyDecision, extract_new_text, parse_decision
+from tests.conftest import EMAILS
 
-EMAILS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "emails"
 TALON = EMAILS / "talon" / "files"
 ZAPIER = EMAILS / "zapier-email-reply-parser" / "files"
 MPR = EMAILS / "mail-parser-reply" / "files"
-
-needs_fixtures = pytest.mark.skipif(not EMAILS.is_dir(), reason="shared/data/emails not present")
 
 
 def _parts(path: Path) -> tuple[str | None, str | None]:
@@ -49,7 +47,6 @@ TALON_CLIENTS = [
 ]  # fmt: skip
 
 
-@needs_fixtures
 @pytest.mark.parametrize("client", TALON_CLIENTS)
 def test_talon_standard_reply_plain_part_is_hello(client: str) -> None:
     # iphone and sparrow upstream keep their signature; we strip "Sent from my" and "-- ".
@@ -57,14 +54,12 @@ def test_talon_standard_reply_plain_part_is_hello(client: str) -> None:
     assert extract_new_text(plain, None) == "Hello"
 
 
-@needs_fixtures
 @pytest.mark.parametrize("client", ["android", "aol", "comcast", "gmail", "hotmail", "sparrow"])
 def test_talon_standard_reply_html_part_is_hello(client: str) -> None:
     _plain, html = _parts(TALON / "standard_replies" / f"{client}.eml")
     assert extract_new_text(None, html) == "Hello"
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", sorted(p.name for p in (TALON / "html_replies").glob("*.html")))
 def test_talon_html_replies(name: str) -> None:
     # Upstream compares with whitespace removed, and so do we.
@@ -72,7 +67,6 @@ def test_talon_html_replies(name: str) -> None:
     assert _squash(new) == _squash("Hi. I am fine.\n\nThanks,\nAlex")
 
 
-@needs_fixtures
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("OLK_SRC_BODY_SECTION.html", "Reply"), ("reply-separated-by-hr.html", "Hi\nthere\nBob")],
@@ -81,7 +75,6 @@ def test_talon_outlook_html_markers(name: str, expected: str) -> None:
     assert extract_new_text(None, _fixture(TALON, name)) == expected
 
 
-@needs_fixtures
 def test_talon_yahoo_share_block() -> None:
     plain, html = _parts(TALON / "reply-quotations-share-block.eml")
     for new in (extract_new_text(plain, None), extract_new_text(None, html)):
@@ -156,14 +149,11 @@ GONE = [
 
 
 def _bodies() -> list[tuple[str, Path]]:
-    if not EMAILS.is_dir():
-        return []
     return [
         (f"{d.parent.name}/{p.name}", p) for d in (ZAPIER, MPR) for p in sorted(d.glob("*.txt"))
     ]
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("label", "path"), _bodies(), ids=[b[0] for b in _bodies()])
 def test_plain_reply_fixture(label: str, path: Path) -> None:
     new = extract_new_text(path.read_text(encoding="utf-8"), None)
@@ -175,7 +165,6 @@ def test_plain_reply_fixture(label: str, path: Path) -> None:
         assert not re.search(pattern, new, re.MULTILINE), (label, pattern, new)
 
 
-@needs_fixtures
 def test_pathological_line_is_fast() -> None:
     body = _fixture(ZAPIER, "pathological.txt")
     started = time.perf_counter()

@@ -19,8 +19,6 @@ Start-up takes about 0.2 s, so the ``dovecot`` fixture is per test.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import os
 import pwd
 import re
@@ -39,6 +37,7 @@ from imapclient import IMAPClient
 from config.schema import MailboxSettings
 from tests.support.ports import free_port, wait_for_port
 from tests.support.requires import require_executable
+from tests.support.tls import write_self_signed
 
 DOVECOT = ("dovecot", "/usr/sbin/dovecot")
 USER, PASSWORD, TOKEN = "support", "s3cret-pw", "good-token-0123456789"
@@ -156,43 +155,6 @@ class DovecotServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
-
-
-def write_self_signed(folder: Path) -> tuple[Path, Path]:
-    """Write ``cert.pem``/``key.pem``: a certificate for 127.0.0.1/localhost valid one day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _accounts(base: Path) -> dict[str, str]:

@@ -15,7 +15,6 @@ base64), ``MoveItem`` and ``CreateItem`` from ``MimeContent`` with
 from __future__ import annotations
 
 import base64
-import http.server
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from xml.etree.ElementTree import Element  # only for type hints; parsing is def
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml.ElementTree import fromstring
+
+from tests.support.http_fake import FakeHandler, LoopbackHTTPFake
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -51,10 +52,25 @@ class EwsFolder:
     items: dict[str, EwsItem] = field(default_factory=dict)
 
 
-class FakeEws:
+class _Handler(FakeHandler):
+    def do_POST(self) -> None:
+        fake: FakeEws = self.fake
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        token = base64.b64encode(f"{fake.username}:{fake.password}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {token}":
+            self.reply(401, b"", {"WWW-Authenticate": 'Basic realm="127.0.0.1"'})
+            return
+        op = fromstring(body).find(f"{{{SOAP}}}Body")[0]
+        self.reply(200, _envelope(fake.handle(op)), {"Content-Type": "text/xml; charset=utf-8"})
+
+
+class FakeEws(LoopbackHTTPFake):
     """Threaded fake EWS endpoint: ``start()``, use ``url``, ``stop()`` (or ``with``)."""
 
+    handler = _Handler
+
     def __init__(self, username: str = "support", password: str = "secret") -> None:
+        super().__init__()
         self.username, self.password = username, password
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -69,33 +85,12 @@ class FakeEws:
         self.operations: list[str] = []
         self.sent: list[tuple[str, bytes]] = []  # (MessageDisposition, MIME bytes)
         self.faults: list[tuple[str, str]] = []  # (operation, EWS ResponseCode) answered next
-        self._server: http.server.ThreadingHTTPServer | None = None
 
     # --- test-facing helpers -------------------------------------------------
-    def start(self) -> FakeEws:
-        """Serve on a free loopback port in a daemon thread."""
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.fake = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down."""
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> FakeEws:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
         """The service endpoint, like ``https://host/EWS/Exchange.asmx``."""
-        assert self._server
-        return f"http://127.0.0.1:{self._server.server_port}/EWS/Exchange.asmx"
+        return f"{self.base}/EWS/Exchange.asmx"
 
     def deliver(self, mime: bytes, folder: str = "Inbox", received: datetime | None = None) -> str:
         """Put a message into ``folder`` (by display name); return its item id."""
@@ -327,29 +322,3 @@ def _envelope(body: str) -> bytes:
         ' Version="V2017_07_11"/></s:Header>'
         f"<s:Body>{body}</s:Body></s:Envelope>"
     ).encode()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-    def do_POST(self) -> None:
-        fake: FakeEws = self.server.fake  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        token = base64.b64encode(f"{fake.username}:{fake.password}".encode()).decode()
-        if self.headers.get("Authorization") != f"Basic {token}":
-            self._reply(401, b"", {"WWW-Authenticate": 'Basic realm="127.0.0.1"'})
-            return
-        op = fromstring(body).find(f"{{{SOAP}}}Body")[0]
-        self._reply(200, _envelope(fake.handle(op)), {"Content-Type": "text/xml; charset=utf-8"})
-
-    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass

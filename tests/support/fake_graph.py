@@ -8,8 +8,10 @@ the messages delta query (``Prefer: odata.maxpagesize``, ``@odata.nextLink``
 pages ending in an ``@odata.deltaLink``, ``@removed`` entries, ``410
 SyncStateNotFound`` for expired state), ``/messages/{id}/$value``, ``move``
 (the moved message gets a new id, as in Graph) and ``sendMail`` in MIME form.
-Faults are injected with :meth:`FakeGraph.fail_next`. Optional TLS uses a
-throw-away self-signed certificate (msal only talks to https authorities).
+Faults are injected with :meth:`FakeGraph.fail_next`. The token endpoint is
+:class:`tests.support.fake_entra.EntraTokens`, served on the same host (the
+authority is ``base``). Optional TLS uses a throw-away self-signed certificate
+(msal only talks to https authorities).
 """
 
 from __future__ import annotations
@@ -17,20 +19,18 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import http.server
 import itertools
 import json
 import re
-import shutil
-import ssl
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
+
+from tests.support.fake_entra import EntraTokens
+from tests.support.http_fake import FakeHandler, LoopbackHTTPFake
 
 WELL_KNOWN = {"inbox": "Inbox", "sentitems": "Sent Items", "deleteditems": "Deleted Items"}
 
@@ -67,8 +67,55 @@ class Fault:
     path_contains: str = ""
 
 
-class FakeGraph:
+class _Handler(FakeHandler):
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        fake: FakeGraph = self.fake
+        fake.requests.append((method, self.path))
+        login = fake.entra.answer(fake.base, method, path, body)
+        if login is not None:
+            self.reply_json(*login)
+        elif path.startswith("/v1.0/"):
+            self._graph(method, path[len("/v1.0") :], query, body)
+        else:
+            self.reply_json(404, _err("NotFound", f"no such endpoint {path}"))
+
+    def _graph(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
+        fake: FakeGraph = self.fake
+        auth = self.headers.get("Authorization", "")
+        fault = fake.take_fault(path)
+        if fault is not None:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            code = fault.code or {401: "InvalidAuthenticationToken", 429: "TooManyRequests"}.get(
+                fault.status, "ServiceUnavailable"
+            )
+            self.reply_json(fault.status, _err(code, f"injected {fault.status}"), headers)
+            return
+        if not auth.startswith("Bearer ") or auth[7:] not in fake.entra.issued:
+            self.reply_json(
+                401, _err("InvalidAuthenticationToken", "Access token is empty or invalid.")
+            )
+            return
+        status, answer = fake.api(method, path, query, self.headers, body)
+        if isinstance(answer, bytes):
+            self.reply(status, answer, {"Content-Type": "text/plain"})
+        else:
+            self.reply_json(status, answer)
+
+
+class FakeGraph(LoopbackHTTPFake):
     """Threaded fake of Graph + login endpoint: ``start()``, use ``graph_url``/``authority``."""
+
+    handler = _Handler
 
     def __init__(
         self,
@@ -79,9 +126,10 @@ class FakeGraph:
         *,
         tls: bool = False,
     ) -> None:
+        super().__init__(tls=tls)
         self.user, self.tenant = user, tenant
         self.client_id, self.client_secret = client_id, client_secret
-        self.tls = tls
+        self.entra = EntraTokens(tenant, client_id, client_secret)
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         self._seq = 0
@@ -89,45 +137,12 @@ class FakeGraph:
         self.folders: dict[str, GraphFolder] = {}
         for wk, name in WELL_KNOWN.items():
             self.folders[f"F-{wk}"] = GraphFolder(f"F-{wk}", name, None, wk)
-        self.tokens: set[str] = set()
-        self.token_requests: list[dict[str, str]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path + query)
         self.sent: list[bytes] = []
         self.faults: list[Fault] = []
         self.default_page = 10
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self.ca_file: str | None = None
 
-    # --- lifecycle ----------------------------------------------------------------
-    def start(self) -> FakeGraph:
-        """Serve on a free loopback port in a daemon thread."""
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.fake = self  # type: ignore[attr-defined]
-        if self.tls:
-            self._wrap_tls()
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down."""
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-        if self.ca_file:
-            shutil.rmtree(Path(self.ca_file).parent, ignore_errors=True)
-
-    def __enter__(self) -> FakeGraph:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base(self) -> str:
-        """``http(s)://127.0.0.1:port``."""
-        assert self._server
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_port}"
-
+    # --- addresses ------------------------------------------------------------------
     @property
     def graph_url(self) -> str:
         """The API base, like ``https://graph.microsoft.com/v1.0``."""
@@ -188,45 +203,16 @@ class FakeGraph:
 
     def revoke_tokens(self) -> None:
         """Invalidate every access token handed out (Graph then answers 401)."""
-        self.tokens.clear()
+        self.entra.revoke()
+
+    @property
+    def token_requests(self) -> list[dict[str, str]]:
+        """The form of every token request, oldest first."""
+        return self.entra.requests
 
     def paths(self, method: str = "") -> list[str]:
         """Paths requested, optionally only for ``method``."""
         return [p for m, p in self.requests if not method or m == method]
-
-    # --- token endpoint and discovery ----------------------------------------------------
-    def openid_configuration(self) -> dict[str, Any]:
-        """The tenant's OpenID discovery document (what msal reads first)."""
-        root = f"{self.base}/{self.tenant}"
-        return {
-            "issuer": f"{root}/v2.0",
-            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
-            "token_endpoint": f"{root}/oauth2/v2.0/token",
-            "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
-            "jwks_uri": f"{self.base}/{self.tenant}/discovery/v2.0/keys",
-            "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
-        }
-
-    def issue_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """Client-credentials grant: check the client and secret, hand out a bearer token."""
-        self.token_requests.append(form)
-        if form.get("grant_type") != "client_credentials":
-            return 400, {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}
-        if (
-            form.get("client_id") != self.client_id
-            or form.get("client_secret") != self.client_secret
-        ):
-            desc = "AADSTS7000215: Invalid client secret provided."
-            return 401, {"error": "invalid_client", "error_description": desc}
-        token = f"tok-{next(self._ids)}"
-        self.tokens.add(token)
-        return 200, {
-            "token_type": "Bearer",
-            "expires_in": 3599,
-            "ext_expires_in": 3599,
-            "access_token": token,
-        }
 
     # --- Graph API ------------------------------------------------------------------------
     def api(
@@ -402,17 +388,6 @@ class FakeGraph:
                     return self.faults.pop(i)
         return None
 
-    def _wrap_tls(self) -> None:
-        cert, key = _self_signed()
-        folder = Path(tempfile.mkdtemp(prefix="fake-graph-"))
-        (folder / "cert.pem").write_bytes(cert)
-        (folder / "key.pem").write_bytes(key)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-        assert self._server
-        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-        self.ca_file = str(folder / "cert.pem")
-
 
 def _err(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "innerError": {"request-id": "fake"}}}
@@ -426,110 +401,6 @@ def _page_size(prefer: str, default: int) -> int:
 def _message_id(raw: bytes) -> str | None:
     found = re.search(rb"^Message-ID:\s*(\S+)", raw, re.IGNORECASE | re.MULTILINE)
     return found.group(1).decode() if found else None
-
-
-def _self_signed() -> tuple[bytes, bytes]:
-    """A certificate for 127.0.0.1/localhost, valid for a day, and its key (PEM)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-    @property
-    def fake(self) -> FakeGraph:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        url = urlsplit(self.path)
-        path = unquote(url.path)
-        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        fake = self.fake
-        fake.requests.append((method, self.path))
-        tenant = f"/{fake.tenant}"
-        if path == f"{tenant}/v2.0/.well-known/openid-configuration":
-            self._json(200, fake.openid_configuration())
-        elif path == f"{tenant}/oauth2/v2.0/token" and method == "POST":
-            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-            self._json(*fake.issue_token(form))
-        elif path.startswith("/v1.0/"):
-            self._graph(method, path[len("/v1.0") :], query, body)
-        else:
-            self._json(404, _err("NotFound", f"no such endpoint {path}"))
-
-    def _graph(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
-        fake = self.fake
-        auth = self.headers.get("Authorization", "")
-        fault = fake.take_fault(path)
-        if fault is not None:
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            code = fault.code or {401: "InvalidAuthenticationToken", 429: "TooManyRequests"}.get(
-                fault.status, "ServiceUnavailable"
-            )
-            self._json(fault.status, _err(code, f"injected {fault.status}"), headers)
-            return
-        if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
-            self._json(401, _err("InvalidAuthenticationToken", "Access token is empty or invalid."))
-            return
-        status, answer = fake.api(method, path, query, self.headers, body)
-        if isinstance(answer, bytes):
-            self._send(status, answer, {"Content-Type": "text/plain"})
-        else:
-            self._json(status, answer)
-
-    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(
-            status,
-            json.dumps(obj).encode(),
-            {"Content-Type": "application/json", **(headers or {})},
-        )
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 class ClientCredentialsTokens:

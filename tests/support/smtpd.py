@@ -31,8 +31,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from config.schema import OutboundSettings
-from tests.support.dovecot import write_self_signed
 from tests.support.ports import free_port
+from tests.support.tls import server_context, write_self_signed
 
 USER, PASSWORD, TOKEN = "mailer", "smtp-pw-123", "smtp-token-abc"
 DEFAULT_TEXT = {
@@ -203,8 +203,7 @@ def running_smtp_server() -> Iterator[SmtpServer]:
     """Run the capturing servers (plain + STARTTLS on ``port``, TLS on ``ssl_port``); usable outside pytest."""
     folder = Path(tempfile.mkdtemp(prefix="mt-smtpd-"))
     cert, key = write_self_signed(folder)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
+    tls = server_context(cert, key)
     server = SmtpServer(port=free_port(), ssl_port=free_port(), ca_file=str(cert))
     controllers = [
         _controller(server, server.port, tls, implicit=False),
