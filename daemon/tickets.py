@@ -21,6 +21,7 @@ __all__ = [
     "AWAITING_APPROVAL",
     "CLOSED_STATUSES",
     "OPEN_STATUSES",
+    "REJECTED",
     "REOPENABLE",
     "STATUSES",
     "SYSTEM_ACTOR",
@@ -33,6 +34,7 @@ __all__ = [
 #: Who the history names when the daemon itself acts.
 SYSTEM_ACTOR = "mailtriage"
 AWAITING_APPROVAL = "awaiting_approval"
+REJECTED = "rejected"
 #: A requester's reply reopens these (a rejected ticket stays rejected).
 REOPENABLE = ("resolved", "closed")
 

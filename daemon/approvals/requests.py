@@ -23,7 +23,14 @@ from daemon.approvals.store import (
 from daemon.notify import Composer, Threading
 from daemon.store.models import Approval, Ticket
 from daemon.store.queries import iso
-from daemon.tickets import SYSTEM_ACTOR, add_event, routed_status, weighted_load, who_is_told
+from daemon.tickets import (
+    REJECTED,
+    SYSTEM_ACTOR,
+    add_event,
+    routed_status,
+    weighted_load,
+    who_is_told,
+)
 from routing.approval import VoteState, expires_at
 from routing.facts import ApprovalStep
 from routing.route import Draft, assign
@@ -148,7 +155,7 @@ class ApprovalRequests:
     def reject(self, session: Session, ticket: Ticket, now: datetime, ending: Ending) -> None:
         """Rejected (or expired with on_expiry = reject): the ticket is closed as rejected."""
         clear_tokens(session, ticket.id)
-        ticket.status = "rejected"
+        ticket.status = REJECTED
         ticket.updated_at = now
         add_event(
             session, ticket.id, SYSTEM_ACTOR, "approval_completed", now, outcome=ending.outcome
