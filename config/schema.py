@@ -30,6 +30,20 @@ DEFAULT_CATEGORIES = (
     "general",
 )
 PRIORITIES = ("critical", "high", "medium", "low")
+#: The contract's ticket statuses, in workflow order (``daemon.tickets`` is their home in
+#: the daemon; they are defined here because the status page may import only config).
+STATUSES = (
+    "new",
+    "awaiting_approval",
+    "rejected",
+    "assigned",
+    "in_progress",
+    "waiting",
+    "resolved",
+    "closed",
+)
+CLOSED_STATUSES = ("resolved", "closed", "rejected")
+OPEN_STATUSES = tuple(s for s in STATUSES if s not in CLOSED_STATUSES)
 
 
 def needs_secrets(info: ValidationInfo) -> bool:

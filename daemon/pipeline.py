@@ -27,16 +27,23 @@ from daemon.clock import Clock
 from daemon.guards import RULES, Action, GuardContext, Verdict, check
 from daemon.notify import Composer, Threading
 from daemon.parse import InboundMessage, Limits, parse_message
-from daemon.store.models import Comment, Event, LedgerEntry, QuarantineEntry, Ticket
+from daemon.store.models import Comment, LedgerEntry, QuarantineEntry, Ticket
 from daemon.store.raw import store_raw
 from daemon.threads import ThreadMatch, find_ticket, new_ticket_id
+from daemon.tickets import (
+    AWAITING_APPROVAL,
+    REOPENABLE,
+    SYSTEM_ACTOR,
+    add_event,
+    routed_status,
+    weighted_load,
+    who_is_told,
+)
 from routing.facts import TicketFacts
-from routing.route import PRIORITY_WEIGHT, route
+from routing.route import route
 
 log = logging.getLogger(__name__)
 
-OPEN_STATUSES = ("new", "assigned", "in_progress", "waiting", "awaiting_approval")
-SYSTEM_ACTOR = "mailtriage"
 DATE_TRUST = timedelta(days=7)
 
 
@@ -319,16 +326,8 @@ class Pipeline:
             )
 
     def event(self, session: Session, ticket_id: str, actor: str, action: str, **details) -> None:
-        """Append one line to a ticket's history."""
-        session.add(
-            Event(
-                ticket_id=ticket_id,
-                at=self.clock.now(),
-                actor=actor,
-                action=action,
-                details=details,
-            )
-        )
+        """Append one line to a ticket's history, now."""
+        add_event(session, ticket_id, actor, action, self.clock.now(), **details)
 
     def _ignore(
         self, session: Session, msg: InboundMessage, match: ThreadMatch | None, verdict: Verdict
@@ -361,8 +360,8 @@ class Pipeline:
         self.event(
             session, ticket.id, author, "comment_added", via=match.via, rules=list(verdict.hits)
         )
-        if ticket.status in ("resolved", "closed") and author == ticket.requester:
-            ticket.status = "assigned" if ticket.assignee else "new"
+        if ticket.status in REOPENABLE and author == ticket.requester:
+            ticket.status = routed_status(ticket.assignee)
             ticket.resolved_at = None
             self.event(session, ticket.id, author, "reopened", reason="requester replied")
         ticket.updated_at = now
@@ -399,17 +398,6 @@ class Pipeline:
         self.timer.add("classify", t)
         return correction, classification
 
-    def _load(self, session: Session) -> dict[str, int]:
-        stmt = (
-            select(Ticket.assignee, Ticket.priority, func.count())
-            .where(Ticket.status.in_(OPEN_STATUSES), Ticket.assignee.is_not(None))
-            .group_by(Ticket.assignee, Ticket.priority)
-        )
-        load: dict[str, int] = defaultdict(int)
-        for assignee, priority, n in session.execute(stmt):
-            load[str(assignee).lower()] += PRIORITY_WEIGHT.get(priority, 1) * int(n)
-        return load
-
     def _new_ticket(
         self, session: Session, msg: InboundMessage, verdict: Verdict, received: datetime
     ) -> Outcome:
@@ -427,7 +415,7 @@ class Pipeline:
             classification_source=cls.source,
         )
         steps = self.approval_steps(facts)
-        decision = route(facts, self.settings, self._load(session), steps)
+        decision = route(facts, self.settings, weighted_load(session), steps)
         t = self.timer.add("route", t)
         ticket = self._insert_ticket(session, msg, correction, cls, decision)
         self._record_creation(session, ticket, msg, verdict, correction, cls, decision)
@@ -452,10 +440,8 @@ class Pipeline:
         ticket_id = new_ticket_id(now)
         while session.get(Ticket, ticket_id) is not None:
             ticket_id = new_ticket_id(now)
-        if decision.needs_approval:
-            status = "awaiting_approval"
-        else:
-            status = "assigned" if decision.assignee else "new"
+        routed = routed_status(decision.assignee)
+        status = AWAITING_APPROVAL if decision.needs_approval else routed
         ticket = Ticket(
             id=ticket_id,
             subject=msg.subject or "(no subject)",
@@ -524,8 +510,7 @@ class Pipeline:
             )
         if decision.needs_approval:
             return
-        team = self.settings.team(ticket.team) if ticket.team else None
-        to = [ticket.assignee] if ticket.assignee else (team.members if team else [])
+        to = who_is_told(self.settings, ticket, with_team=False)
         if to:
             self.composer.compose(
                 session,

@@ -17,26 +17,11 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.notify import Threading
-from daemon.store.models import Event, Ticket
+from daemon.store.models import Ticket
 from daemon.store.raw import prune_raw
+from daemon.tickets import CLOSED_STATUSES, SYSTEM_ACTOR, add_event, who_is_told
 
 log = logging.getLogger(__name__)
-
-CLOSED = ("resolved", "closed", "rejected")
-
-
-def _recipients(app: App, ticket: Ticket, with_team: bool) -> list[str]:
-    team = app.settings.team(ticket.team) if ticket.team else None
-    people = [ticket.assignee] if ticket.assignee else []
-    if with_team or not people:
-        people += [m for m in (team.members if team else []) if m not in people]
-    return people
-
-
-def _event(session, ticket: Ticket, now: datetime, action: str, **details) -> None:
-    session.add(
-        Event(ticket_id=ticket.id, at=now, actor="mailtriage", action=action, details=details)
-    )
 
 
 def check_sla(app: App, now: datetime) -> int:
@@ -45,7 +30,7 @@ def check_sla(app: App, now: datetime) -> int:
     changed = 0
     with app.factory() as session, session.begin():
         stmt = select(Ticket).where(
-            Ticket.status.not_in(CLOSED),
+            Ticket.status.not_in(CLOSED_STATUSES),
             Ticket.sla_due_at.is_not(None),
             Ticket.escalated.is_(False),
         )
@@ -53,10 +38,16 @@ def check_sla(app: App, now: datetime) -> int:
             due = ticket.sla_due_at
             if now >= due:
                 ticket.escalated = True
-                _event(
-                    session, ticket, now, "escalated", reason="SLA breached", due=due.isoformat()
+                add_event(
+                    session,
+                    ticket.id,
+                    SYSTEM_ACTOR,
+                    "escalated",
+                    now,
+                    reason="SLA breached",
+                    due=due.isoformat(),
                 )
-                to = _recipients(app, ticket, with_team=True)
+                to = who_is_told(app.settings, ticket, with_team=True)
                 app.composer.compose(
                     session, "sla_escalation", ticket, to, Threading(), "auto-generated"
                 )
@@ -66,8 +57,10 @@ def check_sla(app: App, now: datetime) -> int:
                 and now >= ticket.created_at + (due - ticket.created_at) * fraction
             ):
                 ticket.sla_reminded = True
-                _event(session, ticket, now, "sla_reminder", due=due.isoformat())
-                to = _recipients(app, ticket, with_team=False)
+                add_event(
+                    session, ticket.id, SYSTEM_ACTOR, "sla_reminder", now, due=due.isoformat()
+                )
+                to = who_is_told(app.settings, ticket, with_team=False)
                 app.composer.compose(
                     session, "sla_reminder", ticket, to, Threading(), "auto-generated"
                 )

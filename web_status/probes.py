@@ -7,9 +7,10 @@ from collections.abc import Iterable
 
 from flask import Blueprint, Response, jsonify
 
+from config import STATUSES
 from daemon.store import queries as q
 from web_status.store import get_session, now
-from web_status.views import STALE_AFTER_SECONDS, STATUSES
+from web_status.views import STALE_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("probes", __name__)

@@ -9,25 +9,13 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
-from config import DEFAULT_CATEGORIES, PRIORITIES
+from config import CLOSED_STATUSES, DEFAULT_CATEGORIES, PRIORITIES, STATUSES
 from daemon.store import queries as q
 from web_status.present import preview_mail, word_diff
 from web_status.store import get_session, now
 
 bp = Blueprint("status", __name__)
 
-#: The contract's ticket statuses, in workflow order.
-STATUSES = (
-    "new",
-    "awaiting_approval",
-    "rejected",
-    "assigned",
-    "in_progress",
-    "waiting",
-    "resolved",
-    "closed",
-)
-CLOSED_STATUSES = ("resolved", "closed", "rejected")
 #: A worker whose last beat is older than this is shown as stale.
 STALE_AFTER_SECONDS = 120
 RECENT_TICKETS = 20

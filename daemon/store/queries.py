@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from config.schema import CLOSED_STATUSES
 from daemon.store.models import (
     Approval,
     CategoryCorrection,
@@ -173,7 +174,7 @@ def overdue_tickets(session: Session, now: datetime, limit: int = 50) -> list[Ti
     """Return open tickets past their SLA due time, most overdue first."""
     stmt = (
         select(Ticket)
-        .where(Ticket.sla_due_at < now, Ticket.status.not_in(("resolved", "closed", "rejected")))
+        .where(Ticket.sla_due_at < now, Ticket.status.not_in(CLOSED_STATUSES))
         .order_by(Ticket.sla_due_at)
         .limit(limit)
     )

@@ -137,3 +137,7 @@ def test_nothing_imports_the_command_line() -> None:
     graph = import_graph()
     users = {m for m, targets in graph.items() for t in targets if t.startswith("mailtriage")}
     assert {u for u in users if not u.startswith("mailtriage")} == set()
+
+
+def test_no_import_circles() -> None:
+    assert cycles(import_graph()) == []

@@ -1,26 +1,22 @@
-"""Store helpers of reply-to-approve: locks, approval rows, tokens, history lines.
+"""Store helpers of reply-to-approve: locks, approval rows, tokens.
 
-Used inside the pipeline's transaction (``daemon.approvals``) and the scheduled
-jobs (``daemon.approval_jobs``); nothing here commits.
+Used inside the pipeline's transaction (replies, requests) and by the scheduled
+jobs; nothing here commits.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
-from daemon.pipeline import OPEN_STATUSES
-from daemon.store.models import Approval, Event, OutboxEntry, Ticket
+from daemon.store.models import Approval, OutboxEntry, Ticket
 from routing.approval import ApprovalProgress, VoteState, steps_from_rows
-from routing.route import PRIORITY_WEIGHT
 from routing.tokens import hash_token, single_address
 
-AWAITING = "awaiting_approval"
 _TOKEN = re.compile(r"APR-[A-Z2-7]{16}", re.IGNORECASE)
 
 
@@ -67,17 +63,10 @@ def clear_tokens(
     session.execute(stmt.values(token_hash=None, reminder_token_hash=None))
 
 
-def weighted_load(session: Session) -> dict[str, int]:
-    """Weighted open tickets per assignee (as the pipeline computes it for new tickets)."""
-    stmt = (
-        select(Ticket.assignee, Ticket.priority, func.count())
-        .where(Ticket.status.in_(OPEN_STATUSES), Ticket.assignee.is_not(None))
-        .group_by(Ticket.assignee, Ticket.priority)
-    )
-    load: dict[str, int] = defaultdict(int)
-    for assignee, priority, n in session.execute(stmt):
-        load[str(assignee).lower()] += PRIORITY_WEIGHT.get(priority, 1) * int(n)
-    return load
+def names_token(token: str) -> ColumnElement[bool]:
+    """The condition: a row whose request or reminder token is ``token``."""
+    digest = hash_token(token)
+    return or_(Approval.token_hash == digest, Approval.reminder_token_hash == digest)
 
 
 def request_message_id(session: Session, ticket_id: str, approver: str) -> str | None:
@@ -88,13 +77,6 @@ def request_message_id(session: Session, ticket_id: str, approver: str) -> str |
         .order_by(OutboxEntry.id.desc())
     )
     return next((m for m, to in session.execute(stmt) if approver in to), None)
-
-
-def add_event(
-    session: Session, ticket_id: str, actor: str, action: str, at: datetime, **details
-) -> None:
-    """Append one line to the ticket's history."""
-    session.add(Event(ticket_id=ticket_id, at=at, actor=actor, action=action, details=details))
 
 
 def is_pending(row: Approval) -> bool:
@@ -124,8 +106,3 @@ def bare_address(address: str) -> str:
 def redact_tokens(text: str) -> str:
     """History is shown on the status page: tokens are bearer secrets, keep them out."""
     return _TOKEN.sub("APR-[redacted]", text)
-
-
-def iso_z(value: datetime) -> str:
-    """``value`` (naive UTC) as ISO 8601 with a ``Z``, whole seconds."""
-    return value.replace(microsecond=0).isoformat() + "Z"

@@ -6,6 +6,7 @@ transaction; nothing is sent here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -13,13 +14,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.schema import Settings
-from daemon.approval_store import add_event, holds_token
+from daemon.approvals.store import holds_token
 from daemon.notify import Composer, Threading
 from daemon.parse import InboundMessage, sanitize_header
-from daemon.pipeline import SYSTEM_ACTOR
 from daemon.store.models import Approval, Event, OutboxEntry, Ticket
+from daemon.tickets import SYSTEM_ACTOR, add_event
 
 HELP_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How an approval ended: approved, rejected, expired or escalated; by whom, and why."""
+
+    outcome: str
+    approver: str | None = None  # None when it expired
+    comment: str = ""
 
 
 class ApprovalMailer:
@@ -79,13 +89,7 @@ class ApprovalMailer:
         return f"{local}+{token}@{domain}"
 
     def tell_requester(
-        self,
-        session: Session,
-        ticket: Ticket,
-        now: datetime,
-        outcome: str,
-        approver: str | None,
-        comment: str,
+        self, session: Session, ticket: Ticket, now: datetime, ending: Ending
     ) -> None:
         """Tell the requester how the approval ended (with the approver's comment)."""
         # Only a requester who was acknowledged may get mail (no answers to lists or robots).
@@ -101,11 +105,11 @@ class ApprovalMailer:
             [ticket.requester],
             thread,
             "auto-replied",
-            outcome=outcome,
-            approver=approver,
-            comment=comment,
+            outcome=ending.outcome,
+            approver=ending.approver,
+            comment=ending.comment,
         )
-        add_event(session, ticket.id, SYSTEM_ACTOR, "requester_told", now, outcome=outcome)
+        add_event(session, ticket.id, SYSTEM_ACTOR, "requester_told", now, outcome=ending.outcome)
 
     def help(
         self,
