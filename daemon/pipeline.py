@@ -35,6 +35,7 @@ from daemon.tickets import (
     REOPENABLE,
     SYSTEM_ACTOR,
     add_event,
+    change_status,
     routed_status,
     weighted_load,
     who_is_told,
@@ -361,9 +362,8 @@ class Pipeline:
             session, ticket.id, author, "comment_added", via=match.via, rules=list(verdict.hits)
         )
         if ticket.status in REOPENABLE and author == ticket.requester:
-            ticket.status = routed_status(ticket.assignee)
-            ticket.resolved_at = None
-            self.event(session, ticket.id, author, "reopened", reason="requester replied")
+            new = routed_status(ticket.assignee)
+            change_status(session, ticket, new, author, now, "reopened", reason="requester replied")
         ticket.updated_at = now
         watchers = [a for a in (ticket.assignee,) if a and a != author]
         if watchers:

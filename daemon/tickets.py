@@ -26,6 +26,7 @@ __all__ = [
     "STATUSES",
     "SYSTEM_ACTOR",
     "add_event",
+    "change_status",
     "routed_status",
     "weighted_load",
     "who_is_told",
@@ -49,6 +50,33 @@ def add_event(
 ) -> None:
     """Append one line to the ticket's history."""
     session.add(Event(ticket_id=ticket_id, at=at, actor=actor, action=action, details=details))
+
+
+def change_status(
+    session: Session,
+    ticket: Ticket,
+    status: str,
+    actor: str,
+    at: datetime,
+    action: str = "status_changed",
+    **details,
+) -> bool:
+    """Move ``ticket`` to ``status`` and say so in its history; False when it is there already.
+
+    The one place a status changes, so what hangs on a change (``resolved_at``,
+    and the SLA clock's pauses) is done once.
+    """
+    old = ticket.status
+    if old == status:
+        return False
+    ticket.status = status
+    ticket.updated_at = at
+    if status == "resolved":
+        ticket.resolved_at = at
+    elif status not in CLOSED_STATUSES:
+        ticket.resolved_at = None
+    add_event(session, ticket.id, actor, action, at, old=old, new=status, **details)
+    return True
 
 
 def weighted_load(session: Session) -> dict[str, int]:

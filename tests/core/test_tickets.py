@@ -18,6 +18,7 @@ from daemon.tickets import (
     STATUSES,
     SYSTEM_ACTOR,
     add_event,
+    change_status,
     routed_status,
     weighted_load,
     who_is_told,
@@ -101,3 +102,25 @@ def test_who_is_told_the_team_when_nobody_is_assigned() -> None:
     assert who_is_told(settings, unassigned, with_team=False) == ["a@x.com", "b@x.com"]
     assert who_is_told(settings, _ticket(2, assignee=None, team=None), with_team=True) == []
     assert who_is_told(settings, _ticket(3, assignee=None, team="Gone"), with_team=False) == []
+
+
+def test_change_status_records_the_move_and_keeps_resolved_at_right(session) -> None:
+    ticket = _ticket(1)
+    session.add(ticket)
+    later = datetime(2026, 1, 5, 10, 0)
+    assert change_status(session, ticket, "resolved", "a@x.com", later, note="fixed")
+    assert ticket.resolved_at == later and ticket.updated_at == later
+    assert change_status(session, ticket, "closed", SYSTEM_ACTOR, later) and ticket.resolved_at
+    assert not change_status(session, ticket, "closed", SYSTEM_ACTOR, later)
+    assert change_status(session, ticket, "assigned", "r@x.com", later, "reopened")
+    assert ticket.resolved_at is None
+    session.flush()
+    moves = [
+        (e.action, e.details["old"], e.details["new"])
+        for e in session.scalars(select(Event).order_by(Event.id))
+    ]
+    assert moves == [
+        ("status_changed", "assigned", "resolved"),
+        ("status_changed", "resolved", "closed"),
+        ("reopened", "closed", "assigned"),
+    ]
