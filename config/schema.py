@@ -233,6 +233,21 @@ class ApprovalSettings(_Section):
     check_interval_seconds: float = Field(default=300, gt=0)  # reminders and expiry
 
 
+class TicketSettings(_Section):
+    """Working a ticket by e-mail: agents' reply tokens, reopening, closing."""
+
+    # A requester's reply to a resolved ticket within this many days reopens it;
+    # later it opens a new ticket linked to the old one.
+    reopen_days: float = Field(default=7, ge=0)
+    # resolved becomes closed after this many days without a reply (0 = never).
+    auto_close_days: float = Field(default=7, ge=0)
+    # How long the reply token of a mail sent to an agent stays good.
+    token_ttl_days: float = Field(default=30, gt=0)
+    # Command confirmations per agent and ticket per hour (like approval help mail).
+    confirmations_per_hour: int = Field(default=6, ge=0)
+    check_interval_seconds: float = Field(default=300, gt=0)  # auto-close
+
+
 class GuardSettings(_Section):
     """Loop and flood protection."""
 
@@ -289,6 +304,7 @@ class Settings(_Section):
     categories: list[CategorySettings] = Field(default_factory=list)
     sla: SlaSettings = Field(default_factory=SlaSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
@@ -313,6 +329,11 @@ class Settings(_Section):
         if triage and names and triage not in names:
             raise ValueError(f"classifier.triage_team: unknown team {triage!r}")
         return self
+
+    def is_agent(self, address: str | None) -> bool:
+        """True for a member of a configured team (compared as bare, lower-case addresses)."""
+        wanted = (address or "").lower()
+        return bool(wanted) and any(wanted == m.lower() for t in self.teams for m in t.members)
 
     def team(self, name: str) -> TeamSettings | None:
         """Return the team called ``name``, or None."""

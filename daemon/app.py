@@ -25,6 +25,7 @@ from daemon.notify import Composer, OutboxSender
 from daemon.pipeline import Pipeline
 from daemon.runner import Runner
 from daemon.store.db import make_engine, migrate, session_factory
+from daemon.work import WorkDesk
 from templates import TemplateRenderer
 
 log = logging.getLogger(__name__)
@@ -190,5 +191,5 @@ def build_app(
 
 
 def _extensions(settings, factory, composer, clock) -> tuple:
-    """Pipeline extensions: reply-to-approve (idle unless a category has approvers)."""
-    return (ApprovalDesk(settings, factory, composer, clock),)
+    """Pipeline extensions, in order: reply-to-approve, then agents' and requesters' commands."""
+    return (ApprovalDesk(settings, factory, composer, clock), WorkDesk(settings, composer, clock))

@@ -9,6 +9,7 @@ loop header that our own guards recognise when the mail comes back.
 from __future__ import annotations
 
 import email.policy
+import hashlib
 import logging
 import re
 import secrets
@@ -26,7 +27,7 @@ from config.schema import Settings
 from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError, Transport
 from daemon.clock import Clock
 from daemon.parse import sanitize_header
-from daemon.store.models import OutboxEntry, Ticket
+from daemon.store.models import OutboxEntry, ReplyToken, Ticket
 from templates import TemplateRenderer
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,14 @@ class Composer:
         **context,
     ) -> OutboxEntry:
         """Render ``kind`` for ``ticket`` to ``to`` and add the outbox row to ``session``."""
+        token = context.pop("reply_token", None) or secrets.token_hex(8)
         rendered = self.renderer.render(
             kind, ticket=ticket, org_name=self.settings.outbound.from_name, **context
         )
         subject = sanitize_header(rendered.subject)
         if f"[{ticket.id}]" not in subject:
             subject = f"[{ticket.id}] {subject}"
-        message_id = f"<{ticket.id}.{secrets.token_hex(8)}@{self.domain}>"
+        message_id = f"<{ticket.id}.{token}@{self.domain}>"
         msg = EmailMessage(policy=POLICY)
         msg["From"] = formataddr((sanitize_header(self.settings.outbound.from_name), self.sender))
         msg["To"] = ", ".join(sanitize_header(a) for a in to)
@@ -126,6 +128,55 @@ class Composer:
         )
         session.add(row)
         return row
+
+    def compose_for_agents(
+        self,
+        session: Session,
+        kind: str,
+        ticket: Ticket,
+        agents: Sequence[str],
+        thread: Threading = Threading(),
+        **context,
+    ) -> list[OutboxEntry]:
+        """One message per agent, each carrying a reply token bound to that agent and ticket.
+
+        The token is the random part of the Message-ID, so an ordinary reply brings
+        it back in In-Reply-To/References; only its hash is stored.
+        """
+        rows = []
+        for agent in dict.fromkeys(agents):  # once each, in order
+            token = new_reply_token()
+            session.add(_token_row(token, ticket.id, agent, self.clock.now(), self.token_ttl))
+            context["reply_token"] = token
+            rows.append(
+                self.compose(session, kind, ticket, [agent], thread, "auto-generated", **context)
+            )
+        return rows
+
+    @property
+    def token_ttl(self) -> timedelta:
+        """How long a reply token accepts commands."""
+        return timedelta(days=self.settings.tickets.token_ttl_days)
+
+
+def new_reply_token() -> str:
+    """A 128-bit random token, lower-case hex (safe inside a Message-ID)."""
+    return secrets.token_hex(16)
+
+
+def hash_reply_token(token: str) -> str:
+    """What is stored of a reply token."""
+    return hashlib.sha256(token.lower().encode()).hexdigest()
+
+
+def _token_row(token: str, ticket_id: str, agent: str, now: datetime, ttl: timedelta):
+    return ReplyToken(
+        token_hash=hash_reply_token(token),
+        ticket_id=ticket_id,
+        agent=agent.lower(),
+        issued_at=now,
+        expires_at=now + ttl,
+    )
 
 
 class OutboxSender:

@@ -40,6 +40,7 @@ from daemon.tickets import (
     weighted_load,
     who_is_told,
 )
+from routing.commands import parse_commands
 from routing.facts import TicketFacts
 from routing.route import route
 
@@ -74,6 +75,11 @@ class Release:
     def rules(self) -> tuple:
         """The guard rules that still apply."""
         return tuple(r for r in RULES if r.name not in self.skip)
+
+
+def _closes(text: str) -> bool:
+    """True when a reply's commands close the ticket (it must not reopen it too)."""
+    return any(c.name == "close" for c in parse_commands(text).commands)
 
 
 def _dup_key(ref: str) -> str:
@@ -225,13 +231,11 @@ class Pipeline:
         t = self.timer.add("guards", t)
         if verdict.action is Action.HOLD:
             raise Hold(f"{verdict.hits[0]}: {verdict.reason}", verdict.hits[0], received)
-            match = find_ticket(session, msg)
-            t = self.timer.add("thread", t)
-        match = find_ticket(session, msg)
+        match, earlier = self._live_thread(find_ticket(session, msg), msg)
         t = self.timer.add("thread", t)
         outcome = self._handled_by_extension(session, msg, match, verdict, mail)
         if outcome is None:
-            outcome = self._route_mail(session, msg, match, verdict, received)
+            outcome = self._route_mail(session, msg, match, verdict, received, earlier)
         self._ledger(session, mail, msg, keys[0], received, outcome)
         self.timer.add("store", t)
         return outcome
@@ -243,12 +247,24 @@ class Pipeline:
                 return handled
         return None
 
-    def _route_mail(self, session, msg, match, verdict, received) -> Outcome:
+    def _route_mail(self, session, msg, match, verdict, received, earlier=None) -> Outcome:
         if not verdict.makes_ticket:
             return self._ignore(session, msg, match, verdict)
         if match is not None:
             return self._comment(session, msg, match, verdict)
-        return self._new_ticket(session, msg, verdict, received)
+        return self._new_ticket(session, msg, verdict, received, earlier)
+
+    def _live_thread(
+        self, match: ThreadMatch | None, msg: InboundMessage
+    ) -> tuple[ThreadMatch | None, Ticket | None]:
+        """A requester's reply to a ticket resolved longer ago than ``reopen_days`` opens
+        a new ticket, linked to the old one: (no match, the old ticket)."""
+        if match is None or match.ticket.status not in REOPENABLE:
+            return match, None
+        ticket, window = match.ticket, timedelta(days=self.settings.tickets.reopen_days)
+        if (msg.sender or "") != ticket.requester or ticket.resolved_at is None:
+            return match, None
+        return (match, None) if self.clock.now() - ticket.resolved_at <= window else (None, ticket)
 
     def _commit_point(self) -> None:
         # Crash-safety tests kill the process here: inside the transaction.
@@ -361,23 +377,24 @@ class Pipeline:
         self.event(
             session, ticket.id, author, "comment_added", via=match.via, rules=list(verdict.hits)
         )
-        if ticket.status in REOPENABLE and author == ticket.requester:
-            new = routed_status(ticket.assignee)
-            change_status(session, ticket, new, author, now, "reopened", reason="requester replied")
+        if author == ticket.requester and not _closes(text):
+            self._requester_answered(session, ticket, author, now)
         ticket.updated_at = now
         watchers = [a for a in (ticket.assignee,) if a and a != author]
         if watchers:
-            self.composer.compose(
-                session,
-                "comment",
-                ticket,
-                watchers,
-                self._thread(msg),
-                "auto-generated",
-                author=author,
-                text=text,
+            self.composer.compose_for_agents(
+                session, "comment", ticket, watchers, self._thread(msg), author=author, text=text
             )
         return Outcome("comment", ticket.id, f"reply via {match.via}", verdict.hits)
+
+    @staticmethod
+    def _requester_answered(session: Session, ticket: Ticket, author: str, now) -> None:
+        """Waiting on the requester: back in progress. Resolved (recently): open again."""
+        if ticket.status == "waiting":
+            change_status(session, ticket, "in_progress", author, now, "requester_answered")
+        elif ticket.status in REOPENABLE:
+            new = routed_status(ticket.assignee)
+            change_status(session, ticket, new, author, now, "reopened", reason="requester replied")
 
     def new_text(self, msg: InboundMessage) -> str:
         """The text a reply adds (quoted history removed)."""
@@ -399,7 +416,12 @@ class Pipeline:
         return correction, classification
 
     def _new_ticket(
-        self, session: Session, msg: InboundMessage, verdict: Verdict, received: datetime
+        self,
+        session: Session,
+        msg: InboundMessage,
+        verdict: Verdict,
+        received: datetime,
+        earlier: Ticket | None = None,
     ) -> Outcome:
         correction, cls = self._understand(msg)
         t = time.perf_counter()
@@ -419,12 +441,19 @@ class Pipeline:
         t = self.timer.add("route", t)
         ticket = self._insert_ticket(session, msg, correction, cls, decision)
         self._record_creation(session, ticket, msg, verdict, correction, cls, decision)
+        if earlier is not None:
+            self._link(session, earlier, ticket)
         for hook in self.extensions:
             if hasattr(hook, "on_new_ticket"):
                 hook.on_new_ticket(session, ticket, decision)
         self._notify_new(session, ticket, msg, verdict, decision)
         self.timer.add("notify", t)
         return Outcome("ticket", ticket.id, "new request", verdict.hits + decision.rule_hits)
+
+    def _link(self, session: Session, earlier: Ticket, ticket: Ticket) -> None:
+        """A late reply to a resolved ticket: both histories name the other."""
+        self.event(session, ticket.id, SYSTEM_ACTOR, "linked", earlier=earlier.id)
+        self.event(session, earlier.id, SYSTEM_ACTOR, "linked", later=ticket.id)
 
     def approval_steps(self, facts: TicketFacts) -> tuple:
         """Approval steps the ticket's category requires (none by default)."""
@@ -511,13 +540,6 @@ class Pipeline:
         if decision.needs_approval:
             return
         to = who_is_told(self.settings, ticket, with_team=False)
-        if to:
-            self.composer.compose(
-                session,
-                "assigned",
-                ticket,
-                to,
-                Threading(),
-                "auto-generated",
-                reasons=list(decision.reasons),
-            )
+        self.composer.compose_for_agents(
+            session, "assigned", ticket, to, reasons=list(decision.reasons)
+        )

@@ -57,3 +57,12 @@ def find_ticket(session: Session, msg: InboundMessage) -> ThreadMatch | None:
         return ThreadMatch(ticket, "in-reply-to")
     ticket = _by_message_ids(session, msg.references)
     return ThreadMatch(ticket, "references") if ticket is not None else None
+
+
+def answers_ticket(session: Session, msg: InboundMessage, ticket: Ticket) -> bool:
+    """True when ``msg`` is a reply (In-Reply-To/References) to a mail of ``ticket``.
+
+    A ``[TKT-...]`` tag alone is not enough: anyone can type it in a fresh subject.
+    """
+    found = _by_message_ids(session, (*msg.in_reply_to, *msg.references))
+    return found is not None and found.id == ticket.id

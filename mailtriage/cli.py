@@ -21,7 +21,7 @@ from mailtriage.commands import (
     read_session,
     settings_of,
 )
-from mailtriage.records import cmd_quarantine, cmd_ticket, cmd_tickets
+from mailtriage.records import ADMIN_COMMANDS, cmd_quarantine, cmd_ticket, cmd_tickets
 
 log = logging.getLogger("mailtriage")
 
@@ -79,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO date/time, e.g. 2026-11-01")
     p.set_defaults(func=cmd_tickets)
 
-    p = sub.add_parser("ticket", parents=[common], help="show one ticket")
+    p = sub.add_parser("ticket", parents=[common], help="show one ticket, or work it")
     p.add_argument("id")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    for name, meta in ADMIN_COMMANDS:
+        p.add_argument(f"--{name}", metavar=meta, help=f"as the e-mail command #{name}")
+    p.add_argument("--take", action="store_true", help="assign the ticket to --by")
+    p.add_argument("--by", help="who acts (recorded in the history; default admin:LOGIN)")
     p.set_defaults(func=cmd_ticket)
 
     p = sub.add_parser("web", parents=[common], help="serve the read-only status page alone")

@@ -49,9 +49,66 @@ def _print_table(rows: list[dict]) -> None:
     print(f"{len(rows)} ticket(s)")
 
 
+#: ``mailtriage ticket ID --NAME VALUE``: the e-mail commands an admin may give.
+ADMIN_COMMANDS = (
+    ("status", "STATUS"),
+    ("assign", "ADDRESS"),
+    ("priority", "PRIORITY"),
+    ("category", "NAME"),
+    ("team", "NAME"),
+    ("note", "TEXT"),
+    ("cc", "ADDRESS"),
+    ("reason", "TEXT"),
+)
+
+
+def _admin_commands(args) -> list:
+    from routing.commands import Command
+
+    found = [Command("take", "", "#take")] if getattr(args, "take", False) else []
+    for name, _meta in ADMIN_COMMANDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            found.append(Command(name, value, f"#{name} {value}"))
+    return found
+
+
+def _work_ticket(args, commands: list) -> int:
+    """Apply ``commands`` as the admin, with the same rules and history as by e-mail."""
+    from daemon.app import build_app
+    from daemon.store.models import Ticket
+    from daemon.work import CommandRunner
+
+    app = build_app(settings_of(args), text=_no_text_understanding())
+    actor = args.by or f"admin:{getpass.getuser()}"
+    try:
+        with app.factory() as session, session.begin():
+            ticket = session.get(Ticket, args.id)
+            if ticket is None:
+                raise UserError(f"no ticket {args.id!r}")
+            runner = CommandRunner(app.settings, app.composer)
+            report = runner.apply(session, ticket, commands, actor, app.clock.now())
+    finally:
+        app.close()
+    for result in report.results:
+        print(f"{'applied' if result.applied else 'refused'}: {result.line}  {result.reason}")
+    return 0 if not report.refused else 1
+
+
+def _no_text_understanding():
+    """Working a ticket needs no classifier: skip loading the model."""
+    from classifier.factory import IdentityCorrector
+    from classifier.keywords import KeywordClassifier
+
+    return IdentityCorrector(), KeywordClassifier(["general"])
+
+
 def cmd_ticket(args) -> int:
     from daemon.store.queries import get_ticket
 
+    commands = _admin_commands(args)
+    if commands:
+        return _work_ticket(args, commands)
     with read_session(readonly_settings(args)) as session:
         ticket = get_ticket(session, args.id)
     if ticket is None:

@@ -147,10 +147,7 @@ class ApprovalRequests:
 
     def _tell_assignee(self, session: Session, ticket: Ticket, reasons: list[str]) -> None:
         to = who_is_told(self.settings, ticket, with_team=False)
-        if to:
-            self.composer.compose(
-                session, "assigned", ticket, to, Threading(), "auto-generated", reasons=reasons
-            )
+        self.composer.compose_for_agents(session, "assigned", ticket, to, reasons=reasons)
 
     def reject(self, session: Session, ticket: Ticket, now: datetime, ending: Ending) -> None:
         """Rejected (or expired with on_expiry = reject): the ticket is closed as rejected."""

@@ -52,6 +52,10 @@ class Ticket(Base):
     sla_reminded: Mapped[bool] = mapped_column(Boolean, default=False)
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     source_message_id: Mapped[str] = mapped_column(String(998), default="")
+    # When an agent first answered the requester (the first relayed answer).
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Addresses added with #cc: copied on every answer relayed to the requester.
+    watchers: Mapped[list | None] = mapped_column(JSON, default=list)
 
     events: Mapped[list[Event]] = relationship(order_by="Event.id", back_populates="ticket")
     comments: Mapped[list[Comment]] = relationship(order_by="Comment.id", back_populates="ticket")
@@ -267,3 +271,20 @@ class Heartbeat(Base):
     state: Mapped[str] = mapped_column(String(16), default="running")
     condition: Mapped[str] = mapped_column(Text, default="")
     condition_since: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ReplyToken(Base):
+    """A token carried by one mail sent to one agent about one ticket, stored hashed.
+
+    It rides in that mail's Message-ID, so an ordinary reply (In-Reply-To,
+    References) brings it back; commands count only with a live token bound to
+    the sender and the ticket.
+    """
+
+    __tablename__ = "reply_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id"), index=True)
+    agent: Mapped[str] = mapped_column(String(320))
+    issued_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -50,6 +50,8 @@ def ticket_to_dict(t: Ticket) -> dict[str, Any]:
         "sla_due_at": iso(t.sla_due_at),
         "escalated": bool(t.escalated),
         "source_message_id": t.source_message_id,
+        "first_response_at": iso(t.first_response_at),
+        "watchers": list(t.watchers or []),
         "approvals": [_approval_dict(a) for a in t.approvals],
         "history": [
             {"at": iso(e.at), "actor": e.actor, "action": e.action, "details": e.details}

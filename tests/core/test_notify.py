@@ -47,6 +47,9 @@ CONTEXT = {
     "approve_link": "mailto:support@example.com?subject=APPROVE&body=<x>",
     "reject_link": "mailto:support@example.com?subject=REJECT",
     "reply_address": "support@example.com",
+    "applied": [{"line": "#take"}],
+    "refused": [{"line": "#status done", "reason": "status must be one of ..."}],
+    "reopen_days": 7,
 }
 
 
