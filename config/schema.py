@@ -220,10 +220,10 @@ def hours_span(text: str) -> tuple[int, int]:
     """``"08:00-18:00"`` as minutes of the day ``(480, 1080)``; ``"24:00"`` ends a day."""
     m = _HOURS.match(text.strip())
     if not m:
-        raise ValueError(f"{text!r}: expected HH:MM-HH:MM")
+        raise ValueError(f"expected HH:MM-HH:MM, got {text!r}")
     start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
     if not start < end <= 24 * 60:
-        raise ValueError(f"{text!r}: the end must come after the start, at most 24:00")
+        raise ValueError(f"the end must come after the start (at most 24:00), got {text!r}")
     return start, end
 
 
