@@ -7,7 +7,10 @@ validates the result against :class:`Settings`.
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -191,6 +194,10 @@ class CategorySettings(_Section):
     # Steps one after another, each with its own approvers and rule (instead of approvers).
     approval_steps: list[ApprovalStepSettings] = Field(default_factory=list)
     min_priority: Literal["critical", "high", "medium", "low"] | None = None
+    # SLA targets of this category, instead of the [sla] ones of the ticket's priority.
+    sla_resolution_hours: float | None = Field(default=None, gt=0)
+    sla_first_response_hours: float | None = Field(default=None, gt=0)
+    sla_next_update_hours: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_approval_policy(self) -> CategorySettings:
@@ -204,19 +211,89 @@ class CategorySettings(_Section):
         return bool(self.approvers or self.approval_steps)
 
 
-class SlaSettings(_Section):
-    """Resolution targets (hours) per priority, and when to remind first."""
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
+
+def hours_span(text: str) -> tuple[int, int]:
+    """``"08:00-18:00"`` as minutes of the day ``(480, 1080)``; ``"24:00"`` ends a day."""
+    m = _HOURS.match(text.strip())
+    if not m:
+        raise ValueError(f"expected HH:MM-HH:MM, got {text!r}")
+    start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    if not start < end <= 24 * 60:
+        raise ValueError(f"the end must come after the start (at most 24:00), got {text!r}")
+    return start, end
+
+
+class SlaCalendarSettings(_Section):
+    """When the SLA clocks run: working hours per weekday in a time zone, minus holidays.
+
+    No ``hours`` means round the clock (24x7), the behaviour before calendars existed.
+    """
+
+    timezone: str = "UTC"
+    hours: dict[Weekday, str] = Field(default_factory=dict)  # a day left out is closed
+    country: str | None = None  # holidays of the `holidays` package, e.g. "DE"
+    subdivision: str | None = None  # e.g. "BY"
+    extra_holidays: list[date] = Field(default_factory=list)
+    critical_24x7: bool = False  # critical tickets run round the clock anyway
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in value.values():
+            hours_span(text)
+        return value
+
+
+class SlaEscalationStep(_Section):
+    """A rung of the escalation ladder above level 1: who is told, how long after the breach."""
+
+    after_minutes: float = Field(ge=0)  # business minutes after the breach
+    to: list[str] = Field(min_length=1)
+
+
+class SlaSettings(_Section):
+    """Targets per priority (resolution, first response, next update), warnings, the ladder."""
+
+    # Resolution targets, business hours (the contract's sla_due_at).
     critical_hours: float = Field(default=4, gt=0)
     high_hours: float = Field(default=8, gt=0)
     medium_hours: float = Field(default=24, gt=0)
     low_hours: float = Field(default=72, gt=0)
+    # First response targets, business minutes; unset: no first-response clock.
+    first_response_critical_minutes: float | None = Field(default=None, gt=0)
+    first_response_high_minutes: float | None = Field(default=None, gt=0)
+    first_response_medium_minutes: float | None = Field(default=None, gt=0)
+    first_response_low_minutes: float | None = Field(default=None, gt=0)
+    next_update_hours: float | None = Field(default=None, gt=0)  # unset: no next-update clock
     remind_at_fraction: float = Field(default=0.75, gt=0, lt=1)
+    warn_before_minutes: float | None = Field(default=None, gt=0)  # instead of the fraction
+    raise_priority_on_breach: bool = False
+    always_cc: list[str] = Field(default_factory=list)  # told at every escalation level
+    ask_explanation: bool = True  # a breach asks the assignee why (#reason TEXT)
+    calendar: SlaCalendarSettings = Field(default_factory=SlaCalendarSettings)
+    escalation: list[SlaEscalationStep] = Field(default_factory=list)  # levels 2, 3, ...
     check_interval_seconds: float = Field(default=60, gt=0)
 
     def hours_for(self, priority: str) -> float:
         """Return the resolution target in hours for ``priority``."""
         return float(getattr(self, f"{priority}_hours"))
+
+    def first_response_minutes_for(self, priority: str) -> float | None:
+        """Return the first response target in minutes for ``priority``, or None."""
+        return getattr(self, f"first_response_{priority}_minutes", None)
 
 
 class ApprovalSettings(_Section):

@@ -487,6 +487,8 @@ class Pipeline:
             created_at=now,
             updated_at=now,
             sla_due_at=decision.sla_due_at,
+            first_response_due=decision.first_response_due,
+            next_update_due=decision.next_update_due,
             escalated=False,
             source_message_id=msg.message_id,
         )

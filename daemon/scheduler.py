@@ -1,5 +1,5 @@
-"""Periodic jobs: SLA reminders and escalation, raw mail retention (and, via extensions,
-approval expiry).
+"""Periodic jobs: SLA warnings and the escalation ladder (``daemon.sla``), raw mail
+retention (and, via extensions, approval expiry).
 
 Jobs are plain functions of ``(app, now)`` so ``run --once`` can run whatever
 is due synchronously, and the daemon runs the same functions from an
@@ -13,60 +13,26 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
 
 from daemon.app import App
-from daemon.notify import Threading
-from daemon.store.models import Ticket
+from daemon.sla import SlaDesk, running_tickets
 from daemon.store.raw import prune_raw
-from daemon.tickets import CLOSED_STATUSES, SYSTEM_ACTOR, add_event, who_is_told
 
 log = logging.getLogger(__name__)
 
+__all__ = ["check_sla", "jobs", "prune_raw_mail", "run_due", "start_scheduler"]
+
 
 def check_sla(app: App, now: datetime) -> int:
-    """Remind at the configured fraction of the SLA, escalate when it is breached."""
-    fraction = app.settings.sla.remind_at_fraction
+    """Warn before a due, breach at it, climb the ladder after; return how many tickets acted."""
+    desk = SlaDesk(app.settings, app.composer, now)
     changed = 0
     with app.factory() as session, session.begin():
-        stmt = select(Ticket).where(
-            Ticket.status.not_in(CLOSED_STATUSES),
-            Ticket.sla_due_at.is_not(None),
-            Ticket.escalated.is_(False),
-        )
-        for ticket in session.scalars(stmt.with_for_update(skip_locked=True)):
-            due = ticket.sla_due_at
-            if now >= due:
-                ticket.escalated = True
-                add_event(
-                    session,
-                    ticket.id,
-                    SYSTEM_ACTOR,
-                    "escalated",
-                    now,
-                    reason="SLA breached",
-                    due=due.isoformat(),
-                )
-                to = who_is_told(app.settings, ticket, with_team=True)
-                app.composer.compose(
-                    session, "sla_escalation", ticket, to, Threading(), "auto-generated"
-                )
-                changed += 1
-            elif (
-                not ticket.sla_reminded
-                and now >= ticket.created_at + (due - ticket.created_at) * fraction
-            ):
-                ticket.sla_reminded = True
-                add_event(
-                    session, ticket.id, SYSTEM_ACTOR, "sla_reminder", now, due=due.isoformat()
-                )
-                to = who_is_told(app.settings, ticket, with_team=False)
-                app.composer.compose(
-                    session, "sla_reminder", ticket, to, Threading(), "auto-generated"
-                )
-                changed += 1
+        stmt = running_tickets(app.settings).with_for_update(skip_locked=True)
+        for ticket in session.scalars(stmt):
+            changed += desk.check(session, ticket)
     if changed:
-        log.info("SLA check: %d ticket(s) reminded or escalated", changed)
+        log.info("SLA check: %d ticket(s) warned, breached or escalated", changed)
     return changed
 
 

@@ -1,5 +1,8 @@
 """The ticket vocabulary: statuses, the system actor, history lines, load, who is told.
 
+A status change is also where the SLA clocks pause (``waiting``,
+``awaiting_approval``) and resume, their due times moved by the paused business time.
+
 The statuses are defined once in ``config.schema`` next to the priorities,
 because the status page may import only ``config`` and
 ``daemon.store.queries``; the daemon reads them from here.
@@ -8,25 +11,30 @@ because the status page may import only ``config`` and
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config.schema import CLOSED_STATUSES, OPEN_STATUSES, STATUSES, Settings
 from daemon.store.models import Event, Ticket
+from daemon.store.queries import iso
 from routing.route import PRIORITY_WEIGHT
+from routing.sla import calendar_for
 
 __all__ = [
     "AWAITING_APPROVAL",
     "CLOSED_STATUSES",
+    "DUE_FIELDS",
     "OPEN_STATUSES",
+    "PAUSED_STATUSES",
     "REJECTED",
     "REOPENABLE",
     "STATUSES",
     "SYSTEM_ACTOR",
     "add_event",
     "change_status",
+    "pause_clock",
     "routed_status",
     "weighted_load",
     "who_is_told",
@@ -38,6 +46,10 @@ AWAITING_APPROVAL = "awaiting_approval"
 REJECTED = "rejected"
 #: A requester's reply reopens these (a rejected ticket stays rejected).
 REOPENABLE = ("resolved", "closed")
+#: The SLA clocks stand still in these: the desk is waiting on someone else.
+PAUSED_STATUSES = ("waiting", AWAITING_APPROVAL)
+#: The ticket's SLA due times, all moved on when a pause ends.
+DUE_FIELDS = ("first_response_due", "next_update_due", "sla_due_at")
 
 
 def routed_status(assignee: str | None) -> str:
@@ -59,12 +71,15 @@ def change_status(
     actor: str,
     at: datetime,
     action: str = "status_changed",
+    *,
+    settings: Settings | None = None,
     **details,
 ) -> bool:
     """Move ``ticket`` to ``status`` and say so in its history; False when it is there already.
 
     The one place a status changes, so what hangs on a change (``resolved_at``,
-    and the SLA clock's pauses) is done once.
+    and the SLA clock's pauses) is done once. ``settings`` gives the business
+    calendar a pause is measured in; without it the pause counts round the clock.
     """
     old = ticket.status
     if old == status:
@@ -76,7 +91,47 @@ def change_status(
     elif status not in CLOSED_STATUSES:
         ticket.resolved_at = None
     add_event(session, ticket.id, actor, action, at, old=old, new=status, **details)
+    if (old in PAUSED_STATUSES) != (status in PAUSED_STATUSES):
+        if status in PAUSED_STATUSES:
+            pause_clock(session, ticket, at, status)
+        else:
+            _resume_clock(session, ticket, at, settings or Settings())
     return True
+
+
+def pause_clock(session: Session, ticket: Ticket, at: datetime, why: str) -> None:
+    """Stop the ticket's SLA clocks at ``at`` (no-op when they stand already)."""
+    if ticket.paused_since is None:
+        ticket.paused_since = at
+        add_event(session, ticket.id, SYSTEM_ACTOR, "sla_paused", at, status=why)
+
+
+def _resume_clock(session: Session, ticket: Ticket, at: datetime, settings: Settings) -> None:
+    """Restart the clocks; the dues move by the paused business time, so no instant breach."""
+    since = ticket.paused_since
+    if since is None:
+        return
+    calendar = calendar_for(settings.sla, ticket.priority)
+    paused = calendar.between(since, at)
+    ticket.paused_since = None
+    ticket.paused_seconds = (ticket.paused_seconds or 0) + int(paused.total_seconds())
+    for name in DUE_FIELDS:
+        if getattr(ticket, name) is not None:
+            setattr(ticket, name, calendar.add(getattr(ticket, name), _minutes(paused)))
+    add_event(
+        session,
+        ticket.id,
+        SYSTEM_ACTOR,
+        "sla_resumed",
+        at,
+        paused_seconds=int(paused.total_seconds()),
+        total_paused_seconds=ticket.paused_seconds,
+        **{name: iso(getattr(ticket, name)) for name in DUE_FIELDS},
+    )
+
+
+def _minutes(span: timedelta) -> float:
+    return span.total_seconds() / 60
 
 
 def weighted_load(session: Session) -> dict[str, int]:

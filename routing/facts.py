@@ -38,6 +38,8 @@ class RoutingDecision:
     priority: str
     sla_due_at: datetime | None
     approval_steps: tuple[ApprovalStep, ...] = ()
+    first_response_due: datetime | None = None
+    next_update_due: datetime | None = None
     rule_hits: tuple[str, ...] = field(default_factory=tuple)
     reasons: tuple[str, ...] = field(default_factory=tuple)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from config.schema import PRIORITIES, Settings
 from routing.facts import ApprovalStep, RoutingDecision, TicketFacts
+from routing.sla import SlaPolicy
 
 PRIORITY_WEIGHT = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 
@@ -111,7 +111,7 @@ def route(
     load: Mapping[str, int],
     approval_steps: tuple[ApprovalStep, ...] = (),
 ) -> RoutingDecision:
-    """Apply the rules, pick an assignee and the SLA due time.
+    """Apply the rules, pick an assignee and the SLA due times (business time).
 
     A ticket that needs approval gets its team now but no assignee: it is
     assigned only after the last approval step (call :func:`assign`).
@@ -124,11 +124,14 @@ def route(
         draft.note("approval-required", f"{len(approval_steps)} approval step(s) before assignment")
     else:
         assignee = assign(draft.team, settings, load, draft)
+    dues = SlaPolicy(settings).dues(draft.priority, facts.category, facts.received_at)
     return RoutingDecision(
         team=draft.team,
         assignee=assignee,
         priority=draft.priority,
-        sla_due_at=facts.received_at + timedelta(hours=settings.sla.hours_for(draft.priority)),
+        sla_due_at=dues.resolution,
+        first_response_due=dues.first_response,
+        next_update_due=dues.next_update,
         approval_steps=approval_steps,
         rule_hits=tuple(draft.hits),
         reasons=tuple(draft.reasons),

@@ -22,6 +22,7 @@ KINDS = (
     "approval_help",
     "sla_reminder",
     "sla_escalation",
+    "sla_explain",
 )
 
 

@@ -7,7 +7,7 @@ expiry), inside the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -21,12 +21,15 @@ from daemon.approvals.store import (
     request_message_id,
 )
 from daemon.notify import Composer, Threading
+from daemon.sla import start_clocks
 from daemon.store.models import Approval, Ticket
 from daemon.store.queries import iso
 from daemon.tickets import (
     REJECTED,
     SYSTEM_ACTOR,
     add_event,
+    change_status,
+    pause_clock,
     routed_status,
     weighted_load,
     who_is_told,
@@ -52,8 +55,10 @@ class ApprovalRequests:
         """Create the approval rows of every step and ask the first step's approvers."""
         for step in steps:
             self._add_rows(session, ticket, step)
-        # The SLA clock starts at assignment: nobody may work on the ticket before.
-        ticket.sla_due_at = None
+        # The SLA clock starts at assignment: nobody may work on the ticket before. The
+        # approval's time is kept as a pause, ended by the status change at grant or reject.
+        ticket.sla_due_at = ticket.first_response_due = ticket.next_update_due = None
+        pause_clock(session, ticket, now, ticket.status)
         session.flush()
         self.ask(session, ticket, steps[0].index, now)
 
@@ -137,12 +142,12 @@ class ApprovalRequests:
         self.mailer.tell_requester(session, ticket, now, ending)
 
     def _assign(self, session: Session, ticket: Ticket, now: datetime) -> Draft:
-        """The team's least-loaded member gets the ticket; its SLA starts now."""
+        """The team's least-loaded member gets the ticket; its SLA clocks start now."""
         draft = Draft(team=ticket.team, priority=ticket.priority)
         ticket.assignee = assign(ticket.team, self.settings, weighted_load(session), draft)
-        ticket.status = routed_status(ticket.assignee)
-        ticket.sla_due_at = now + timedelta(hours=self.settings.sla.hours_for(ticket.priority))
-        ticket.updated_at = now
+        status = routed_status(ticket.assignee)
+        change_status(session, ticket, status, SYSTEM_ACTOR, now, settings=self.settings)
+        start_clocks(ticket, self.settings, now)
         return draft
 
     def _tell_assignee(self, session: Session, ticket: Ticket, reasons: list[str]) -> None:
@@ -152,8 +157,7 @@ class ApprovalRequests:
     def reject(self, session: Session, ticket: Ticket, now: datetime, ending: Ending) -> None:
         """Rejected (or expired with on_expiry = reject): the ticket is closed as rejected."""
         clear_tokens(session, ticket.id)
-        ticket.status = REJECTED
-        ticket.updated_at = now
+        change_status(session, ticket, REJECTED, SYSTEM_ACTOR, now, settings=self.settings)
         add_event(
             session, ticket.id, SYSTEM_ACTOR, "approval_completed", now, outcome=ending.outcome
         )

@@ -51,6 +51,17 @@ class Ticket(Base):
     sla_due_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     sla_reminded: Mapped[bool] = mapped_column(Boolean, default=False)
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The SLA clocks (business time, see routing/sla.py); sla_due_at is the resolution due.
+    first_response_due: Mapped[datetime | None] = mapped_column(DateTime)
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime)  # an agent answered
+    next_update_due: Mapped[datetime | None] = mapped_column(DateTime)
+    # waiting / awaiting_approval stop the clocks: since when, and how long so far (business).
+    paused_since: Mapped[datetime | None] = mapped_column(DateTime)
+    paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    breached_at: Mapped[datetime | None] = mapped_column(DateTime)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    breach_explained_at: Mapped[datetime | None] = mapped_column(DateTime)
+    breach_explanation: Mapped[str | None] = mapped_column(Text)
     source_message_id: Mapped[str] = mapped_column(String(998), default="")
     # When an agent first answered the requester (the first relayed answer).
     first_response_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -49,6 +49,7 @@ def ticket_to_dict(t: Ticket) -> dict[str, Any]:
         "resolved_at": iso(t.resolved_at),
         "sla_due_at": iso(t.sla_due_at),
         "escalated": bool(t.escalated),
+        **_sla_dict(t),
         "source_message_id": t.source_message_id,
         "first_response_at": iso(t.first_response_at),
         "watchers": list(t.watchers or []),
@@ -61,6 +62,24 @@ def ticket_to_dict(t: Ticket) -> dict[str, Any]:
             {"at": iso(c.at), "author": c.author, "text": c.text, "internal": bool(c.internal)}
             for c in t.comments
         ],
+    }
+
+
+def _sla_dict(t: Ticket) -> dict[str, Any]:
+    """The SLA clocks of a ticket (``resolution_due`` is ``sla_due_at`` by its SLA name)."""
+    breached = t.breached_at is not None
+    return {
+        "first_response_due": iso(t.first_response_due),
+        "first_response_at": iso(t.first_response_at),
+        "next_update_due": iso(t.next_update_due),
+        "resolution_due": iso(t.sla_due_at),
+        "paused_since": iso(t.paused_since),
+        "paused_seconds": int(t.paused_seconds or 0),
+        "breached": breached,
+        "breached_at": iso(t.breached_at),
+        "escalation_level": int(t.escalation_level or 0),
+        "explanation_missing": breached and t.breach_explained_at is None,
+        "breach_explanation": t.breach_explanation,
     }
 
 

@@ -38,6 +38,10 @@ def test_starter_config_is_valid_and_has_the_default_taxonomy(tmp_path) -> None:
         ('[database]\nurll = "x"\n', "database.urll"),
         ('[[teams]]\nname = "A"\n[[categories]]\nname = "x"\nteam = "B"\n', "categories.0.team"),
         ("[sla]\nhigh_hours = -1\n", "sla.high_hours"),
+        ('[sla.calendar]\nhours = {mon = "18:00-08:00"}\n', "sla.calendar.hours"),
+        ('[sla.calendar]\nhours = {someday = "08:00-18:00"}\n', "sla.calendar.hours.someday.[key]"),
+        ('[sla.calendar]\ntimezone = "Mars/Olympus"\n', "sla.calendar.timezone"),
+        ("[[sla.escalation]]\nafter_minutes = 60\nto = []\n", "sla.escalation.0.to"),
         (
             '[[teams]]\nname = "A"\n[[categories]]\nname = "x"\nteam = "A"\napprovers = ["b@x"]\n'
             '[[categories.approval_steps]]\napprovers = ["c@x"]\n',

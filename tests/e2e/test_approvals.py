@@ -628,3 +628,16 @@ def test_approval_steps_each_with_its_own_rule(settings, make_app, inbox, site) 
     t = d.ticket(tid)
     assert t["status"] == "assigned"
     assert votes(t) == [(1, BOSS, "pending"), (1, CFO, "approved"), (2, CTO, "approved")]
+
+
+def test_the_approval_wait_is_a_pause_and_the_sla_starts_at_grant(desk, clock) -> None:
+    d = desk(mode="any")
+    tid = d.open_request()
+    assert d.ticket(tid)["paused_since"]
+    clock.advance(hours=30)
+    d.run(answer(d.requests(BOSS)[0], "Approve"))
+    t = d.ticket(tid)
+    granted = history(t, "approval_completed")[0]["at"]
+    assert history(t, "sla_paused") and history(t, "sla_resumed")
+    assert t["paused_seconds"] == 30 * 3600 and t["paused_since"] is None
+    assert t["resolution_due"] == t["sla_due_at"] > granted and not t["breached"]
