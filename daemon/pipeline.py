@@ -387,14 +387,25 @@ class Pipeline:
             )
         return Outcome("comment", ticket.id, f"reply via {match.via}", verdict.hits)
 
-    @staticmethod
-    def _requester_answered(session: Session, ticket: Ticket, author: str, now) -> None:
+    def _requester_answered(self, session: Session, ticket: Ticket, author: str, now) -> None:
         """Waiting on the requester: back in progress. Resolved (recently): open again."""
+        s = self.settings
         if ticket.status == "waiting":
-            change_status(session, ticket, "in_progress", author, now, "requester_answered")
+            change_status(
+                session, ticket, "in_progress", author, now, "requester_answered", settings=s
+            )
         elif ticket.status in REOPENABLE:
             new = routed_status(ticket.assignee)
-            change_status(session, ticket, new, author, now, "reopened", reason="requester replied")
+            change_status(
+                session,
+                ticket,
+                new,
+                author,
+                now,
+                "reopened",
+                reason="requester replied",
+                settings=s,
+            )
 
     def new_text(self, msg: InboundMessage) -> str:
         """The text a reply adds (quoted history removed)."""

@@ -218,8 +218,15 @@ class SlaDesk:
         return climbed
 
     def _mail(self, session: Session, kind: str, ticket: Ticket, to: list[str], **ctx) -> None:
-        if to:
-            self.composer.compose(session, kind, ticket, to, Threading(), "auto-generated", **ctx)
+        # Agents each get their own copy with a reply token, so they can answer with
+        # commands (#reason, #status ...); everyone else (management) shares one.
+        agents = [a for a in to if self.settings.is_agent(a)]
+        others = [a for a in to if a not in agents]
+        self.composer.compose_for_agents(session, kind, ticket, agents, **ctx)
+        if others:
+            self.composer.compose(
+                session, kind, ticket, others, Threading(), "auto-generated", **ctx
+            )
 
 
 def running_tickets(settings: Settings):

@@ -63,8 +63,6 @@ class Ticket(Base):
     breach_explained_at: Mapped[datetime | None] = mapped_column(DateTime)
     breach_explanation: Mapped[str | None] = mapped_column(Text)
     source_message_id: Mapped[str] = mapped_column(String(998), default="")
-    # When an agent first answered the requester (the first relayed answer).
-    first_response_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Addresses added with #cc: copied on every answer relayed to the requester.
     watchers: Mapped[list | None] = mapped_column(JSON, default=list)
 

@@ -51,7 +51,6 @@ def ticket_to_dict(t: Ticket) -> dict[str, Any]:
         "escalated": bool(t.escalated),
         **_sla_dict(t),
         "source_message_id": t.source_message_id,
-        "first_response_at": iso(t.first_response_at),
         "watchers": list(t.watchers or []),
         "approvals": [_approval_dict(a) for a in t.approvals],
         "history": [

@@ -144,7 +144,15 @@ class WorkDesk:
             )
             tickets = list(session.scalars(stmt.with_for_update(skip_locked=True)))
             for ticket in tickets:
-                change_status(session, ticket, "closed", SYSTEM_ACTOR, now, reason="auto-close")
+                change_status(
+                    session,
+                    ticket,
+                    "closed",
+                    SYSTEM_ACTOR,
+                    now,
+                    reason="auto-close",
+                    settings=self.settings,
+                )
         return len(tickets)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from config.errors import UserError
 from config.schema import PRIORITIES, Settings
 from daemon.notify import Composer
+from daemon.sla import record_explanation
 from daemon.store.models import CategoryCorrection, Comment, Ticket
 from daemon.tickets import add_event, change_status, routed_status, weighted_load
 from routing.commands import SETTABLE_STATUSES, Command
@@ -128,7 +129,7 @@ class CommandRunner:
     def _give(self, session, ticket, agent: str, actor: str, at) -> None:
         ticket.assignee = agent
         if ticket.status == "new":
-            change_status(session, ticket, "assigned", actor, at)
+            change_status(session, ticket, "assigned", actor, at, settings=self.settings)
         add_event(session, ticket.id, actor, "assigned", at, assignee=agent)
         if agent != actor.lower():
             self.composer.compose_for_agents(session, "assigned", ticket, [agent], reasons=[])
@@ -137,7 +138,7 @@ class CommandRunner:
         wanted = arg.lower()
         if wanted not in SETTABLE_STATUSES:
             raise Refused(f"status must be one of {', '.join(SETTABLE_STATUSES)}")
-        if not change_status(session, ticket, wanted, actor, at):
+        if not change_status(session, ticket, wanted, actor, at, settings=self.settings):
             raise Refused(f"the ticket is already {wanted}")
         if wanted == "resolved":
             self._tell_resolved(session, ticket, actor)
@@ -198,10 +199,11 @@ class CommandRunner:
     def _reason(self, session, ticket, arg, actor, at) -> None:
         if not arg:
             raise Refused("#reason needs the explanation on its line")
-        add_event(session, ticket.id, actor, "breach_explained", at, explanation=arg)
+        if not record_explanation(session, ticket, actor, arg, at):
+            raise Refused("the ticket has not breached its SLA: nothing to explain")
 
     def _close(self, session, ticket, arg, actor, at) -> None:
-        if not change_status(session, ticket, "closed", actor, at):
+        if not change_status(session, ticket, "closed", actor, at, settings=self.settings):
             raise Refused("the ticket is already closed")
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from config.schema import Settings
 from daemon.notify import Composer, Threading
+from daemon.sla import record_first_response
 from daemon.store.models import Comment, OutboxEntry, Ticket
 from daemon.tickets import SYSTEM_ACTOR, add_event
 from daemon.work.actions import Report
@@ -48,9 +49,7 @@ def relay(
         session, "answer", ticket, to, thread, "auto-generated", author=agent, text=text
     )
     add_event(session, ticket.id, agent, "answered", at, to=to)
-    if ticket.first_response_at is None:
-        ticket.first_response_at = at
-        add_event(session, ticket.id, SYSTEM_ACTOR, "first_response", at, by=agent)
+    record_first_response(session, ticket, agent, at, composer.settings)
     ticket.updated_at = at
 
 

@@ -36,6 +36,10 @@ class Mailbox:
     def compose(self, session, kind, ticket, to, thread, auto, **ctx) -> None:
         self.sent.append((kind, list(to), ctx))
 
+    def compose_for_agents(self, session, kind, ticket, agents, thread=None, **ctx) -> None:
+        if agents:  # one entry per notice: who it went to, not one per copy
+            self.sent.append((kind, list(agents), ctx))
+
     def kinds(self) -> list[str]:
         return [kind for kind, _to, _ctx in self.sent]
 
@@ -172,9 +176,13 @@ def test_breach_escalates_level_one_and_asks_why(session) -> None:
     cfg = settings(always_cc=["mgmt@x.com"], raise_priority_on_breach=True)
     ticket = new_ticket(session, due_hours=8)
     box = check(session, cfg, MON + timedelta(hours=8))
-    assert box.kinds() == ["sla_escalation", "sla_explain"]
-    assert box.sent[0][1] == ["a@x.com", "b@x.com", "mgmt@x.com"]
-    assert box.sent[1][1] == ["a@x.com"]
+    # the agents get their own copies (reply tokens), management one shared copy
+    assert box.kinds() == ["sla_escalation", "sla_escalation", "sla_explain"]
+    assert [to for _kind, to, _ctx in box.sent] == [
+        ["a@x.com", "b@x.com"],
+        ["mgmt@x.com"],
+        ["a@x.com"],
+    ]
     assert (ticket.escalation_level, ticket.escalated, ticket.priority) == (1, True, "critical")
     assert actions(session) == [
         "sla_breached",
@@ -190,7 +198,7 @@ def test_the_ladder_climbs_one_event_per_rung(session) -> None:
     cfg = settings(escalation=LADDER, always_cc=["mgmt@x.com"], ask_explanation=False)
     ticket = new_ticket(session, due_hours=8)
     due = MON + timedelta(hours=8)
-    assert check(session, cfg, due).kinds() == ["sla_escalation"]
+    assert check(session, cfg, due).kinds() == ["sla_escalation"] * 2  # agents, management
     assert check(session, cfg, due + timedelta(minutes=59)).sent == []
     [(_k, to, ctx)] = check(session, cfg, due + timedelta(minutes=60)).sent
     assert (to, ctx["level"]) == (["lead@x.com", "mgmt@x.com"], 2)

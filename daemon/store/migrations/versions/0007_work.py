@@ -1,7 +1,7 @@
-"""working a ticket by e-mail: reply tokens, first response, watchers
+"""working a ticket by e-mail: reply tokens, watchers
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29 23:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -29,14 +29,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_reply_tokens_ticket_id"), ["ticket_id"])
         batch_op.create_index(batch_op.f("ix_reply_tokens_expires_at"), ["expires_at"])
     with op.batch_alter_table("tickets", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("first_response_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("watchers", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_column("watchers")
-        batch_op.drop_column("first_response_at")
     with op.batch_alter_table("reply_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_reply_tokens_expires_at"))
         batch_op.drop_index(batch_op.f("ix_reply_tokens_ticket_id"))
