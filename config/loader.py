@@ -22,7 +22,17 @@ from config.schema import Settings
 __all__ = ["ConfigError", "database_url", "load_settings", "parse_settings", "resolve_path"]
 
 ENV_PREFIX = "MAILTRIAGE_"
-_SECTIONS = ("database", "mailbox", "outbound", "web", "sla", "approval", "guards", "classifier")
+_SECTIONS = (
+    "database",
+    "mailbox",
+    "outbound",
+    "web",
+    "sla",
+    "approval",
+    "guards",
+    "classifier",
+    "attachments",
+)
 
 
 def default_config_path() -> Path:
