@@ -312,7 +312,7 @@ class ChannelSettings(_Section):
     # twilio (WhatsApp): the secret may come from the environment variable named here.
     account_sid: str | None = None
     auth_token: SecretStr | None = None
-    auth_token_env: str = "MAILTRIAGE_TWILIO_AUTH_TOKEN"
+    auth_token_env: str = "MAILTRIAGE_TWILIO_AUTH_TOKEN"  # noqa: S105 (a variable name)
     from_number: str | None = None
     to_numbers: list[str] = Field(default_factory=list)
 
