@@ -48,6 +48,7 @@ def announce(
     added = 0
     for channel in settings.channels:
         if wants(channel, event, ticket):
+            session.flush()  # a ticket added in this transaction goes in before its rows
             for request in build(channel, event, ticket, text, at):
                 session.add(_row(channel, event, ticket, request, at))
                 added += 1
