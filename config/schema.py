@@ -278,6 +278,7 @@ DANGEROUS_EXTENSIONS = (
     ".htm",
     ".iso",
     ".img",
+    ".sh",
 )
 
 

@@ -6,7 +6,9 @@ import binascii
 import re
 from collections.abc import Iterator
 
-PIECE = 1024 * 1024  # encoded bytes read at once
+# Encoded bytes read at once: small pieces (as daemon.store.raw feeds zlib) keep the
+# transient copies of a 23 MB attachment to a few hundred KiB (tests/e2e/test_memory.py).
+PIECE = 256 * 1024
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
 
 
@@ -29,7 +31,8 @@ def _base64(raw: bytes, start: int, end: int) -> Iterator[bytes]:
     """Base64 across piece edges: a group of four is never split between two decodes."""
     carry = b""
     for at in range(start, end, PIECE):
-        data = carry + _NOT_BASE64.sub(b"", raw[at : min(at + PIECE, end)])
+        data = _NOT_BASE64.sub(b"", raw[at : min(at + PIECE, end)])
+        data = carry + data if carry else data
         cut = len(data) - len(data) % 4
         carry = data[cut:]
         if cut:
