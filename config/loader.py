@@ -33,6 +33,7 @@ _SECTIONS = (
     "guards",
     "storage",
     "classifier",
+    "attachments",
 )
 
 

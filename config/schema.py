@@ -348,6 +348,80 @@ class StorageSettings(_Section):
     check_interval_seconds: float = Field(default=3600, gt=0)
 
 
+DANGEROUS_EXTENSIONS = (
+    ".exe",
+    ".com",
+    ".scr",
+    ".pif",
+    ".bat",
+    ".cmd",
+    ".js",
+    ".jse",
+    ".vbs",
+    ".vbe",
+    ".wsf",
+    ".ps1",
+    ".jar",
+    ".msi",
+    ".dll",
+    ".lnk",
+    ".hta",
+    ".html",
+    ".htm",
+    ".iso",
+    ".img",
+    ".sh",
+)
+
+
+class AttachmentSettings(_Section):
+    """What is kept of attachments and what the assignee's notice carries."""
+
+    # A bigger attachment is listed (name, size, type) but its bytes are not kept.
+    max_bytes: int = Field(default=25 * 1024 * 1024, ge=0)
+    # Per mail: attachments past this total are listed, not kept.
+    max_total_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+    # The assignee's notice attaches the (safe) files while their total stays under this.
+    attach_to_notice_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    dangerous_extensions: list[str] = Field(default_factory=lambda: list(DANGEROUS_EXTENSIONS))
+
+
+ChannelKind = Literal["webhook", "teams", "slack", "twilio"]
+
+
+class ChannelSettings(_Section):
+    """One notification channel besides e-mail (see ``daemon.channels``)."""
+
+    name: str = ""
+    kind: ChannelKind
+    # webhook/teams/slack: the endpoint; twilio: the API base (tests point it at a fake).
+    url: str = ""
+    events: list[str] = Field(default_factory=lambda: ["escalated"])
+    min_priority: Literal["critical", "high", "medium", "low"] | None = None
+    card: Literal["adaptive", "messagecard"] = "adaptive"  # teams: the payload format
+    ticket_url: str | None = None  # e.g. "https://desk.example.com/tickets/{id}"
+    timeout_seconds: float = Field(default=10, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    # twilio (WhatsApp): the secret may come from the environment variable named here.
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    auth_token_env: str = "MAILTRIAGE_TWILIO_AUTH_TOKEN"  # noqa: S105 (a variable name)
+    from_number: str | None = None
+    to_numbers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ChannelSettings:
+        if self.kind != "twilio" and not self.url:
+            raise ValueError(f"url: required for a {self.kind} channel")
+        if self.kind == "twilio" and not (
+            self.account_sid and self.from_number and self.to_numbers
+        ):
+            raise ValueError("account_sid: twilio needs account_sid, from_number and to_numbers")
+        if not self.name:
+            self.name = self.kind
+        return self
+
+
 class OpenAISettings(_Section):
     """The optional OpenAI-compatible model, asked only when the local one is unsure."""
 
@@ -384,6 +458,8 @@ class Settings(_Section):
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    channels: list[ChannelSettings] = Field(default_factory=list)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     base_dir: str = "."
 
@@ -395,6 +471,15 @@ class Settings(_Section):
         if dup:
             raise ValueError(f"duplicate team name {sorted(dup)[0]!r}")
         return teams
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, channels: list[ChannelSettings]) -> list[ChannelSettings]:
+        names = [c.name for c in channels]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate channel name {sorted(dup)[0]!r} (give each a name)")
+        return channels
 
     @model_validator(mode="after")
     def _categories_name_teams(self) -> Settings:

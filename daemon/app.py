@@ -20,6 +20,7 @@ from config.schema import DEFAULT_CATEGORIES, Settings
 from daemon.approvals import ApprovalDesk
 from daemon.backends.base import MailboxBackend, Transport
 from daemon.backends.maildir import MaildirBackend, MaildirTransport
+from daemon.channels import ChannelSender
 from daemon.clock import Clock, SystemClock
 from daemon.notify import Composer, OutboxSender
 from daemon.pipeline import Pipeline
@@ -164,7 +165,10 @@ def build_app(
     pipeline = Pipeline(
         settings, factory, corrector, classifier, composer, clock, crash, extensions
     )
-    sender = OutboxSender(factory, transport, clock, settings.outbound.max_attempts, crash)
+    channels = ChannelSender(factory, settings, clock) if settings.channels else None
+    sender = OutboxSender(
+        factory, transport, clock, settings.outbound.max_attempts, crash, channels
+    )
     runner = Runner(
         backend,
         pipeline,

@@ -78,9 +78,13 @@ class Composer:
         to: Sequence[str],
         thread: Threading = Threading(),
         auto: str = "auto-replied",
+        files: Sequence[tuple[str, str, bytes]] = (),
         **context,
     ) -> OutboxEntry:
-        """Render ``kind`` for ``ticket`` to ``to`` and add the outbox row to ``session``."""
+        """Render ``kind`` for ``ticket`` to ``to`` and add the outbox row to ``session``.
+
+        ``files`` (name, content type, bytes) are attached to the message.
+        """
         token = context.pop("reply_token", None) or secrets.token_hex(8)
         rendered = self.renderer.render(
             kind, ticket=ticket, org_name=self.settings.outbound.from_name, **context
@@ -111,6 +115,7 @@ class Composer:
         msg["X-Mailtriage-Ticket"] = ticket.id
         msg.set_content(clean_body(rendered.text))
         msg.add_alternative(clean_body(rendered.html), subtype="html")
+        attach_files(msg, files)
         now = self.clock.now()
         row = OutboxEntry(
             message_id=message_id,
@@ -179,6 +184,15 @@ def _token_row(token: str, ticket_id: str, agent: str, now: datetime, ttl: timed
     )
 
 
+def attach_files(msg: EmailMessage, files: Sequence[tuple[str, str, bytes]]) -> None:
+    """Attach ``files`` (names already sanitised); the message becomes multipart/mixed."""
+    for name, content_type, data in files:
+        maintype, _, subtype = content_type.partition("/")
+        if maintype == "text" or not subtype:  # bytes of unknown charset: send as they are
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+
+
 class OutboxSender:
     """Drains the outbox: sends due rows, retries transient failures with backoff."""
 
@@ -189,8 +203,11 @@ class OutboxSender:
         clock: Clock,
         max_attempts: int = 8,
         crash=None,
+        channels=None,
     ) -> None:
         self.factory = factory
+        # Webhook/Teams/Slack/Twilio rows drain wherever mail does (daemon.channels).
+        self.channels = channels
         self.transport = transport
         self.clock = clock
         self.max_attempts = max_attempts
@@ -221,7 +238,7 @@ class OutboxSender:
         with self._lock:
             for row_id in self._due_ids(limit):
                 sent += self._send_one(row_id)
-        return sent
+        return sent + (self.channels.send_due(limit) if self.channels else 0)
 
     def drain(self, batch: int = 500) -> int:
         """Send until nothing is due (rows that failed wait for their retry time)."""

@@ -19,7 +19,7 @@ import email
 import email.errors
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -94,6 +94,8 @@ class InboundMessage:
     size: int = 0
     report_type: str = ""
     part_types: tuple[str, ...] = ()  # content types of the message's own parts, top first
+    # The exact bytes parsed (the same object, not a copy): attachments are read from them.
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     def header(self, name: str) -> str:
         """Return the first value of header ``name`` ('' when absent)."""
@@ -275,14 +277,14 @@ def parse_message(raw: bytes, limits: Limits | None = None) -> InboundMessage:
         raise UnparseableMail("no headers: not an RFC 5322 message")
     _walk_limits(msg, limits)
     try:
-        return _inbound(msg, len(raw))
+        return _inbound(msg, raw)
     except (ValueError, LookupError, TypeError, AttributeError, IndexError, KeyError) as exc:
         # The stdlib and mail-parser raise these on mail hostile in ways not met before:
         # quarantine it at once with the reason instead of three failing attempts.
         raise UnparseableMail(f"cannot read the mail: {type(exc).__name__}: {exc}") from exc
 
 
-def _inbound(msg: Message, size: int) -> InboundMessage:
+def _inbound(msg: Message, raw: bytes) -> InboundMessage:
     """The :class:`InboundMessage` of a parsed, size-checked ``msg``."""
     text, html, attachments, defects = _bodies(msg)
     froms = _raw_all(msg, "From")
@@ -305,7 +307,8 @@ def _inbound(msg: Message, size: int) -> InboundMessage:
         attachments=attachments,
         defects=defects,
         content_type=msg.get_content_type(),
-        size=size,
+        size=len(raw),
+        raw=raw,
         report_type=str(msg.get_param("report-type") or "")
         if msg.get_content_maintype() == "multipart"
         else "",

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.base import Classification, Classifier, Correction, Corrector
 from config.errors import MailError, UserError
 from config.schema import Settings
+from daemon.attachments import Carrier, keep_attachments, notice_context
 from daemon.backends.base import RawMail
+from daemon.channels import announce
 from daemon.clock import Clock
 from daemon.guards import RULES, Action, GuardContext, Verdict, check
 from daemon.notify import Composer, Threading
@@ -377,6 +379,7 @@ class Pipeline:
         self.event(
             session, ticket.id, author, "comment_added", via=match.via, rules=list(verdict.hits)
         )
+        self.keep_attachments(session, ticket.id, msg, from_reply=True)
         if author == ticket.requester and not _closes(text):
             self._requester_answered(session, ticket, author, now)
         ticket.updated_at = now
@@ -451,6 +454,7 @@ class Pipeline:
         decision = route(facts, self.settings, weighted_load(session), steps)
         t = self.timer.add("route", t)
         ticket = self._insert_ticket(session, msg, correction, cls, decision)
+        self.keep_attachments(session, ticket.id, msg)
         self._record_creation(session, ticket, msg, verdict, correction, cls, decision)
         if earlier is not None:
             self._link(session, earlier, ticket)
@@ -458,6 +462,7 @@ class Pipeline:
             if hasattr(hook, "on_new_ticket"):
                 hook.on_new_ticket(session, ticket, decision)
         self._notify_new(session, ticket, msg, verdict, decision)
+        announce(session, self.settings, "created", ticket, ticket.subject, self.clock.now())
         self.timer.add("notify", t)
         return Outcome("ticket", ticket.id, "new request", verdict.hits + decision.rule_hits)
 
@@ -554,5 +559,15 @@ class Pipeline:
             return
         to = who_is_told(self.settings, ticket, with_team=False)
         self.composer.compose_for_agents(
-            session, "assigned", ticket, to, reasons=list(decision.reasons)
+            session,
+            "assigned",
+            ticket,
+            to,
+            reasons=list(decision.reasons),
+            **notice_context(session, self.settings, ticket),
         )
+
+    def keep_attachments(self, session, ticket_id: str, msg: InboundMessage, from_reply=False):
+        """Store the mail's attachments for ``ticket_id`` in this transaction."""
+        carrier = Carrier(ticket_id, msg.message_id, from_reply)
+        return keep_attachments(session, self.settings, carrier, msg.raw, self.clock.now())

@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from config.schema import PRIORITIES, Settings
+from daemon.channels import announce
 from daemon.notify import Composer, Threading
 from daemon.store.models import Ticket
 from daemon.store.queries import iso
@@ -179,6 +180,8 @@ class SlaDesk:
             due=iso(target.due),
         )
         self._mail(session, "sla_escalation", ticket, to, due=target.due, level=level)
+        text = f"{ticket.id} breached its SLA ({target.name}); escalation level {level}"
+        announce(session, self.settings, "escalated", ticket, text, self.now)
 
     def _raise_priority(self, session: Session, ticket: Ticket) -> None:
         if not self.settings.sla.raise_priority_on_breach:

@@ -131,9 +131,21 @@ def cmd_ticket(args) -> int:
     ):
         print(f"{key:>12}: {ticket[key]}")
     print("\n" + ticket["corrected_text"])
+    _print_attachments(ticket["attachments"])
     for h in ticket["history"]:
         print(f"  {h['at']}  {h['actor']:<28} {h['action']}")
     return 0
+
+
+def _print_attachments(rows: list[dict]) -> None:
+    """One line per attachment: name, size, type, and whether it is dangerous or not kept."""
+    if not rows:
+        return
+    print(f"\nattachments ({len(rows)}):")
+    for a in rows:
+        flags = " DANGEROUS" if a["dangerous"] else ""
+        flags += "" if a["stored"] else f" ({a['note']})"
+        print(f"  {a['name']:<40} {a['size']:>10} bytes  {a['content_type']}{flags}")
 
 
 def cmd_quarantine(args) -> int:

@@ -71,6 +71,9 @@ class Ticket(Base):
     approvals: Mapped[list[Approval]] = relationship(
         order_by="(Approval.step, Approval.id)", back_populates="ticket"
     )
+    attachments: Mapped[list[Attachment]] = relationship(
+        order_by="Attachment.id", back_populates="ticket"
+    )
 
 
 class Event(Base):
@@ -297,3 +300,73 @@ class ReplyToken(Base):
     agent: Mapped[str] = mapped_column(String(320))
     issued_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class AttachmentBlob(Base):
+    """One distinct attachment's decoded bytes, stored once (see ``daemon.attachments``)."""
+
+    __tablename__ = "attachment_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)  # decoded bytes
+    stored_size: Mapped[int] = mapped_column(Integer, default=0)  # bytes after zlib
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AttachmentChunk(Base):
+    """A piece (at most 256 KiB) of an attachment's zlib stream, in ``seq`` order."""
+
+    __tablename__ = "attachment_chunks"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("attachment_blobs.sha256"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """A file a mail of the ticket carried: its sanitised name, size, type and blob.
+
+    ``sha256`` is NULL when the bytes were not kept (over a size limit);
+    ``message_id`` names the mail (the request or a reply) that carried it.
+    """
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    from_reply: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str | None] = mapped_column(ForeignKey("attachment_blobs.sha256"), index=True)
+    dangerous: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")  # why the bytes were not kept
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="attachments")
+
+
+class ChannelMessage(Base):
+    """A notification for a webhook, Teams, Slack or Twilio channel, sent after commit.
+
+    The request body is fixed when the row is written; credentials are not stored
+    (the sender adds them from the settings of the channel named ``channel``).
+    """
+
+    __tablename__ = "channel_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(48))
+    ticket_id: Mapped[str | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)

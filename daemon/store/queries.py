@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from config.schema import CLOSED_STATUSES
 from daemon.store.models import (
     Approval,
+    Attachment,
     CategoryCorrection,
     Heartbeat,
     LedgerEntry,
@@ -61,6 +62,22 @@ def ticket_to_dict(t: Ticket) -> dict[str, Any]:
             {"at": iso(c.at), "author": c.author, "text": c.text, "internal": bool(c.internal)}
             for c in t.comments
         ],
+        "attachments": [attachment_dict(a) for a in t.attachments],
+    }
+
+
+def attachment_dict(a: Attachment) -> dict[str, Any]:
+    """An attachment as the ticket JSON lists it (``stored``: its bytes were kept)."""
+    return {
+        "name": a.name,
+        "size": a.size,
+        "content_type": a.content_type,
+        "sha256": a.sha256,
+        "dangerous": bool(a.dangerous),
+        "stored": a.sha256 is not None,
+        "note": a.note,
+        "message_id": a.message_id,
+        "from_reply": bool(a.from_reply),
     }
 
 
@@ -96,6 +113,7 @@ def _with_relations(stmt):
         selectinload(Ticket.events),
         selectinload(Ticket.comments),
         selectinload(Ticket.approvals),
+        selectinload(Ticket.attachments),
     )
 
 

@@ -246,3 +246,22 @@ def test_the_ticket_json_shows_every_clock(session) -> None:
     assert data["next_update_due"] is None and data["paused_seconds"] == 0
     assert not data["breached"] and data["escalation_level"] == 0
     assert not data["explanation_missing"]
+
+
+def test_an_escalation_is_announced_on_the_channels_that_want_it(session) -> None:
+    from config.schema import ChannelSettings
+    from daemon.store.models import ChannelMessage
+
+    cfg = settings(ask_explanation=False).model_copy(
+        update={
+            "channels": [
+                ChannelSettings(kind="slack", url="http://127.0.0.1:9/hook"),
+                ChannelSettings(kind="webhook", url="http://127.0.0.1:9/x", events=["created"]),
+            ]
+        }
+    )
+    new_ticket(session, due_hours=8)
+    check(session, cfg, MON + timedelta(hours=8))
+    rows = session.scalars(select(ChannelMessage)).all()
+    assert [(r.kind, r.event) for r in rows] == [("slack", "escalated")]
+    assert "escalation level 1" in rows[0].body
