@@ -381,6 +381,16 @@ def _skeleton_multipart(
     limits: Limits,
     edits: list[tuple[int, int]],
 ) -> None:
+    for start, stop in part_spans(raw, head, body, end, limits):
+        _skeleton_edits(raw, start, stop, depth + 1, limits, edits)
+
+
+def part_spans(raw: bytes, head: Message, body: int, end: int, limits: Limits):
+    """(start, end) of each part between the boundary lines of a multipart body.
+
+    Found in the raw bytes, so a big part is never copied; the epilogue after
+    the close delimiter is left out, and without one the last part runs to the end.
+    """
     boundary = head.get_boundary()
     if not boundary:
         return
@@ -392,12 +402,12 @@ def _skeleton_multipart(
     part_start: int | None = None
     for count, match in enumerate(line.finditer(raw, body, end)):
         if part_start is not None:
-            _skeleton_edits(raw, part_start, match.start(), depth + 1, limits, edits)
+            yield part_start, match.start()
         if match.group(1) or count > limits.max_parts:
-            return  # the close delimiter: the epilogue is left as it is
+            return
         part_start = min(match.end() + 1, end)
-    if part_start is not None:  # no close delimiter: the last part runs to the end
-        _skeleton_edits(raw, part_start, end, depth + 1, limits, edits)
+    if part_start is not None:
+        yield part_start, end
 
 
 _Bodies = tuple[str, str, tuple[str, ...], tuple[str, ...]]

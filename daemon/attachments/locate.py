@@ -13,7 +13,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from daemon.parse import MAX_HEAD, Limits
+from daemon.parse import MAX_HEAD, Limits, part_spans
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 
@@ -57,7 +57,7 @@ def _walk(raw: bytes, start: int, end: int, depth: int, limits: Limits, found: l
         return
     head, body = split
     if head.get_content_maintype() == "multipart":
-        for part_start, part_end in _parts(raw, head, body, end, limits):
+        for part_start, part_end in part_spans(raw, head, body, end, limits):
             _walk(raw, part_start, part_end, depth + 1, limits, found)
     elif depth > 0 and is_attachment(head):
         found.append(Part(head, body, _trim_eol(raw, body, end)))
@@ -77,27 +77,6 @@ def is_attachment(head: Message) -> bool:
     if head.get_content_maintype() == "message":
         return named  # reports and forwarded mail are read by the guards, not listed
     return named
-
-
-def _parts(raw: bytes, head: Message, body: int, end: int, limits: Limits):
-    """(start, end) of each part between the boundary lines of a multipart body."""
-    boundary = head.get_boundary()
-    if not boundary:
-        return
-    try:
-        delimiter = boundary.encode("ascii", "surrogateescape")
-    except UnicodeError:
-        return
-    line = re.compile(rb"^--" + re.escape(delimiter) + rb"(--)?[ \t]*\r?$", re.MULTILINE)
-    part_start: int | None = None
-    for count, match in enumerate(line.finditer(raw, body, end)):
-        if part_start is not None:
-            yield part_start, match.start()
-        if match.group(1) or count > limits.max_parts:
-            return
-        part_start = min(match.end() + 1, end)
-    if part_start is not None:  # no close delimiter: the last part runs to the end
-        yield part_start, end
 
 
 def _trim_eol(raw: bytes, start: int, end: int) -> int:
