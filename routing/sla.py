@@ -12,8 +12,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays as holiday_tables
-
 from config.schema import WEEKDAYS, Settings, SlaCalendarSettings, SlaSettings, hours_span
 
 #: A calendar that never opens would make every search endless: give up after this.
@@ -103,7 +101,7 @@ class Holidays:
     """Public holidays of a country (and subdivision) plus explicit dates."""
 
     def __init__(self, country: str | None, subdivision: str | None, extra: tuple[date, ...]):
-        self.table = holiday_tables.country_holidays(country, subdiv=subdivision) if country else {}
+        self.table = _country_holidays(country, subdivision) if country else {}
         self.extra = frozenset(extra)
 
     def __contains__(self, day: object) -> bool:
@@ -226,3 +224,11 @@ def raised(priority: str, order: tuple[str, ...]) -> str:
     """One step more urgent than ``priority`` in ``order`` (most urgent first)."""
     index = order.index(priority) if priority in order else len(order)
     return order[max(index - 1, 0)]
+
+
+def _country_holidays(country: str, subdivision: str | None):
+    """The ``holidays`` package's table: imported only when a country is configured,
+    since the package costs about 9 MiB of memory a default desk does not need."""
+    import holidays
+
+    return holidays.country_holidays(country, subdiv=subdivision)
