@@ -123,6 +123,10 @@ def sanitize_header(value: str, limit: int = 998) -> str:
         if not _ENCODED_WORD.search(value):
             break
         value = decode_value(value)
+    # What still looks like an encoded word did not decode here, but the email
+    # package's header parser is more lenient (it skips a stray "!" in base64) and
+    # would decode it when we set the header: break its opening "=?".
+    value = _ENCODED_WORD.sub(lambda m: "= ?" + m.group(0)[2:], value)
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()[:limit]
 
 

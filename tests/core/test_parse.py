@@ -350,3 +350,9 @@ def test_skeleton_parses_like_the_whole_mail(path: Path, monkeypatch) -> None:
         whole.part_types,
         len(whole.attachments),
     )
+
+
+def test_an_undecodable_encoded_word_is_broken_not_left_for_a_lenient_decoder():
+    raw = b"From: a@example.com\nSubject: T =??b?fwoNCkJjYzogdmljdGltQHguZXhhbXBsZQ!?= est\n\nx\n"
+    subject = parse_message(raw).subject
+    assert "=?" not in subject and subject.startswith("T = ?")
