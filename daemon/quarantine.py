@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import UserError
 from daemon.backends.base import RawMail
+from daemon.ledger import AlreadyReleased, Outcome, Release
 from daemon.parse import decode_value, parse_message, sanitize_header
-from daemon.pipeline import AlreadyReleased, Outcome, Pipeline, Release
+from daemon.pipeline import Pipeline
 from daemon.store.models import QuarantineEntry
 from daemon.store.raw import load_raw
 

@@ -39,10 +39,11 @@ from daemon.backends.base import (
     RawMail,
 )
 from daemon.clock import Clock
+from daemon.ledger import Hold
 from daemon.notify import OutboxSender
 from daemon.outage import Patience, describe_outage
 from daemon.parse import UnparseableMail
-from daemon.pipeline import Hold, Pipeline
+from daemon.pipeline import Pipeline
 from daemon.quarantine import peek, storable
 from daemon.store.db import StoreUnavailable, is_outage
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry

@@ -37,9 +37,9 @@ from daemon.approvals.requests import ApprovalRequests
 from daemon.approvals.store import lock_ticket
 from daemon.clock import Clock
 from daemon.guards import Verdict
+from daemon.ledger import Outcome
 from daemon.notify import Composer
 from daemon.parse import InboundMessage
-from daemon.pipeline import Outcome
 from daemon.store.models import Ticket
 from daemon.threads import ThreadMatch
 from routing.facts import RoutingDecision

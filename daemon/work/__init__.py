@@ -27,9 +27,9 @@ from config.schema import Settings
 from daemon.approvals import trusts_authentication_results
 from daemon.clock import Clock
 from daemon.guards import Verdict
+from daemon.ledger import Outcome
 from daemon.notify import Composer
 from daemon.parse import InboundMessage
-from daemon.pipeline import Outcome
 from daemon.store.models import Ticket
 from daemon.threads import ThreadMatch, answers_ticket
 from daemon.tickets import SYSTEM_ACTOR, add_event, change_status

@@ -19,8 +19,8 @@ from config.errors import (
     UserError,
 )
 from daemon.backends.base import BackendError, PermanentSendError
+from daemon.ledger import AlreadyReleased, Hold
 from daemon.parse import UnparseableMail
-from daemon.pipeline import AlreadyReleased, Hold
 from daemon.store.db import StoreUnavailable
 
 REPO = Path(__file__).resolve().parents[2]

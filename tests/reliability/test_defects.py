@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from daemon.backends.base import RawMail
+from daemon.ledger import arrival_time
 from daemon.parse import parse_message
-from daemon.pipeline import arrival_time
 from daemon.store.models import Attempt, LedgerEntry, OutboxEntry, QuarantineEntry
 from tests.e2e.helpers import acks, mailtriage, sent_mail, tickets
 from tests.support.mail import make_mail
