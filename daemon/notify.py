@@ -47,7 +47,8 @@ _BODY_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def clean_body(text: str) -> str:
     """``text`` without the control characters RFC 5322 bodies must not carry."""
-    return _BODY_CONTROL.sub("", text)
+    # Lone surrogates (bytes no charset decoded) cannot be encoded: replace them.
+    return _BODY_CONTROL.sub("", text).encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)

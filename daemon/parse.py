@@ -123,10 +123,12 @@ def sanitize_header(value: str, limit: int = 998) -> str:
         if not _ENCODED_WORD.search(value):
             break
         value = decode_value(value)
-    # What still looks like an encoded word did not decode here, but the email
-    # package's header parser is more lenient (it skips a stray "!" in base64) and
-    # would decode it when we set the header: break its opening "=?".
-    value = _ENCODED_WORD.sub(lambda m: "= ?" + m.group(0)[2:], value)
+    # Whatever "=?" is left did not decode here, but the email package's header
+    # parser is more lenient (a stray "!" in base64, a space inside the word) and
+    # would decode it when we set the header, into CR/LF or NUL: break every one.
+    value = value.replace("=?", "= ?")
+    # Lone surrogates (undecodable bytes) cannot be encoded in any header we send.
+    value = value.encode("utf-8", "replace").decode("utf-8")
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()[:limit]
 
 

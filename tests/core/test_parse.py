@@ -356,3 +356,13 @@ def test_an_undecodable_encoded_word_is_broken_not_left_for_a_lenient_decoder():
     raw = b"From: a@example.com\nSubject: T =??b?fwoNCkJjYzogdmljdGltQHguZXhhbXBsZQ!?= est\n\nx\n"
     subject = parse_message(raw).subject
     assert "=?" not in subject and subject.startswith("T = ?")
+
+
+@pytest.mark.parametrize(
+    "subject", [b"=?UTF-8?B?44G+44G/44KA44 B44KC?=", b"Testing =?utf-16?b?AK0gX!?= 123"]
+)
+def test_header_text_we_build_holds_no_encoded_word_for_a_lenient_decoder(subject: bytes):
+    raw = b"From: a@example.com\r\nSubject: " + subject + b"\r\n\r\nx\r\n"
+    value = parse_message(raw).subject
+    assert "=?" not in value
+    value.encode("utf-8")  # no lone surrogates
