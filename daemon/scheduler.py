@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.app import App
 from daemon.sla import SlaDesk, running_tickets
+from daemon.store.models import Ticket
 from daemon.store.raw import prune_raw
 
 log = logging.getLogger(__name__)
@@ -23,17 +24,29 @@ log = logging.getLogger(__name__)
 __all__ = ["check_sla", "jobs", "prune_raw_mail", "run_due", "start_scheduler"]
 
 
+#: Tickets checked per transaction: a backlog past its due times (a weekend's outage)
+#: would otherwise build every warning and escalation mail in one transaction.
+SLA_BATCH = 100
+
+
 def check_sla(app: App, now: datetime) -> int:
     """Warn before a due, breach at it, climb the ladder after; return how many tickets acted."""
     desk = SlaDesk(app.settings, app.composer, now)
-    changed = 0
-    with app.factory() as session, session.begin():
-        stmt = running_tickets(app.settings).with_for_update(skip_locked=True)
-        for ticket in session.scalars(stmt):
-            changed += desk.check(session, ticket)
+    with app.factory() as session:
+        ids = list(session.scalars(running_tickets(app.settings).with_only_columns(Ticket.id)))
+    changed = sum(
+        _check_some(app, desk, ids[at : at + SLA_BATCH]) for at in range(0, len(ids), SLA_BATCH)
+    )
     if changed:
         log.info("SLA check: %d ticket(s) warned, breached or escalated", changed)
     return changed
+
+
+def _check_some(app: App, desk: SlaDesk, ids: list[str]) -> int:
+    with app.factory() as session, session.begin():
+        stmt = running_tickets(app.settings).where(Ticket.id.in_(ids))
+        tickets = session.scalars(stmt.with_for_update(skip_locked=True))
+        return sum(desk.check(session, ticket) for ticket in tickets)
 
 
 def prune_raw_mail(app: App, now: datetime) -> int:
