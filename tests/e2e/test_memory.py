@@ -2,10 +2,9 @@
 
 The daemon's own baseline (classifier model + spelling dictionary, loaded by the
 first ticket) is about 223 MiB; one 23 MB mail is held once (parsed from its
-skeleton, hashed and compressed in pieces). The target is a peak under 250 MiB;
-on the 2-core machine it measured 247.5 MiB alone and up to 269 MiB in a full CI run
-beside other load, so the test guards at RSS_GUARD_MIB (it was 1,327 MiB before
-batches were bounded by bytes) while the 250 MiB target stays open.
+skeleton, hashed and compressed in pieces), so the peak stays under 250 MiB: 238.5
+MiB measured (1,327 MiB before batches were bounded by bytes). glibc's mmap threshold
+is fixed at start (mailtriage.cli), or each freed mail would stay in the heap.
 Every mail is stored once, compressed, in raw_mail (not twice); its attachment is
 found in the raw bytes and decoded in pieces into attachment_blobs (once).
 """
@@ -54,7 +53,7 @@ def big_mail(i: int) -> bytes:
     return head + body + b"\r\n--b--\r\n"
 
 
-RSS_GUARD_MIB = 300
+RSS_GUARD_MIB = 250
 
 
 @pytest.mark.slow
