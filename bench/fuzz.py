@@ -137,7 +137,7 @@ def main() -> int:
     args = parser.parse_args()
     corpus = mutate.load_corpus()
     if not corpus:
-        print("no fixture mails found (tests/data/emails, ../shared/data/emails)", file=sys.stderr)
+        print("no fixture mails found in tests/data/emails", file=sys.stderr)
         return 1
     print(f"fixture mails: {len(corpus)}")
     in_memory(args.cases, args.seed, corpus)

@@ -36,12 +36,7 @@ SHRINK = os.environ.get("MAILTRIAGE_FUZZ_SHRINK") == "1"
 DAEMON_SEED = int(os.environ.get("MAILTRIAGE_FUZZ_SEED", "20260105"))
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CORPUS = mutate.load_corpus()
-
-# Under CI a missing corpus is a failure, never a skip: the fuzzing would silently stop.
-if not CORPUS and not UNDER_CI:
-    pytest.skip(
-        "e-mail fixtures not found (tests/data/emails or ../shared)", allow_module_level=True
-    )
+assert CORPUS, "the e-mail fixtures in tests/data/emails are missing"
 
 
 def test_the_fixture_corpus_is_there_and_varied():

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+EMAILS = REPO / "tests" / "data" / "emails"  # as tests/conftest.py names it (bench/ imports this)
 # Charsets an encoded word may claim: real ones, unknown ones and poisoned ones.
 CHARSETS = (
     "utf-8",
@@ -60,17 +61,9 @@ Mutation = Callable[[bytes, random.Random, Sequence[bytes]], bytes]
 # --- locating the fixture corpus ------------------------------------------------------
 
 
-def fixtures_root() -> Path | None:
-    """The e-mail fixture folder: copied into the repo, else ``../shared/data/emails``."""
-    candidates = [
-        os.environ.get("MAILTRIAGE_EMAILS", ""),
-        REPO / "tests" / "data" / "emails",
-        REPO.parent / "shared" / "data" / "emails",
-    ]
-    for path in candidates:
-        if path and Path(path).is_dir():
-            return Path(path)
-    return None
+def fixtures_root() -> Path:
+    """The e-mail fixture folder in the repository (``$MAILTRIAGE_EMAILS`` overrides it)."""
+    return Path(os.environ.get("MAILTRIAGE_EMAILS") or EMAILS)
 
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]", re.MULTILINE)
@@ -103,9 +96,8 @@ def pick_fixtures(root: Path, per_corpus: int = 7, max_bytes: int = 48 * 1024) -
 
 
 def load_corpus(per_corpus: int = 7) -> list[bytes]:
-    """The picked fixture mails' bytes ([] when the fixtures are not there)."""
-    root = fixtures_root()
-    return [p.read_bytes() for p in pick_fixtures(root, per_corpus)] if root else []
+    """The picked fixture mails' bytes."""
+    return [p.read_bytes() for p in pick_fixtures(fixtures_root(), per_corpus)]
 
 
 # --- headers as byte fields -------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Draw the small, stratified Endava samples the classifier tests train and score on.
 
-    python tests/data/tickets/endava_topics/make_sample.py [SOURCE_DIR]
+    python tests/data/tickets/endava_topics/make_sample.py SOURCE_DIR
 
-SOURCE_DIR holds the fixed split ``train.csv``/``test.csv`` (default
-``../shared/data/tickets/endava_topics`` next to the repository). Writes
+SOURCE_DIR holds the full fixed split ``train.csv``/``test.csv`` (not in the
+repository; ``$MAILTRIAGE_ENDAVA_DIR`` when no argument is given). Writes
 ``train_sample.csv`` and ``test_sample.csv`` next to this script.
 
 Deterministic without a random generator: each label gets its share of the rows
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = HERE.parents[3].parent / "shared" / "data" / "tickets" / "endava_topics"
 SIZES = {"train": 600, "test": 300}  # rows per sample
 LABEL = "topic_group"
 MIN_PER_LABEL = 10
@@ -67,4 +67,7 @@ def main(source: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SOURCE)
+    given = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MAILTRIAGE_ENDAVA_DIR")
+    if not given:
+        sys.exit("usage: make_sample.py SOURCE_DIR (the full Endava topics split)")
+    main(Path(given))
