@@ -15,8 +15,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.schema import AttachmentSettings, Settings
@@ -26,11 +25,9 @@ from daemon.attachments.names import is_dangerous, raw_name, safe_name
 from daemon.parse import Limits
 from daemon.store.models import Attachment, AttachmentBlob, AttachmentChunk, Ticket
 from daemon.store.queries import attachment_dict
+from daemon.store.raw import store_once
 
 log = logging.getLogger(__name__)
-
-CHUNK = 256 * 1024  # compressed bytes per chunk row
-LEVEL = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,43 +109,9 @@ def _keep_bytes(session, row: Attachment, part: Part, raw: bytes, cfg, kept: int
 
 
 def _store_blob(session: Session, sha: str, size: int, raw: bytes, part: Part, now) -> None:
-    """Write the blob once: known bytes are not written again (as ``store_raw``)."""
-    if session.get(AttachmentBlob, sha) is not None:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = {"sha256": sha, "size": size, "stored_size": 0, "created_at": now}
-    done = session.execute(insert(AttachmentBlob).values(values).on_conflict_do_nothing())
-    if not done.rowcount:  # type: ignore[attr-defined]
-        return  # another transaction stored it
-    stored = _write_chunks(session, sha, pieces(raw, part.start, part.end, part.encoding))
-    session.execute(
-        update(AttachmentBlob).where(AttachmentBlob.sha256 == sha).values(stored_size=stored)
-    )
-
-
-def _write_chunks(session: Session, sha: str, data) -> int:
-    """Compress ``data`` (pieces) into chunk rows; return the compressed size."""
-    compressor = zlib.compressobj(LEVEL)
-    pending = bytearray()
-    seq = stored = 0
-    for piece in data:
-        pending += compressor.compress(piece)
-        while len(pending) >= CHUNK:
-            stored += _put(session, sha, seq, pending)
-            seq += 1
-    pending += compressor.flush()
-    while pending or seq == 0:
-        stored += _put(session, sha, seq, pending)
-        seq += 1
-    return stored
-
-
-def _put(session: Session, sha: str, seq: int, pending: bytearray) -> int:
-    data = bytes(pending[:CHUNK])
-    del pending[:CHUNK]
-    session.execute(AttachmentChunk.__table__.insert().values(sha256=sha, seq=seq, data=data))
-    return len(data)
+    """Write the blob once, decoded part by part (the same mechanism as raw mail)."""
+    decoded = pieces(raw, part.start, part.end, part.encoding)
+    store_once(session, AttachmentBlob, AttachmentChunk, sha, size, decoded, now)
 
 
 def load_blob(session: Session, sha: str) -> bytes:

@@ -37,43 +37,56 @@ def raw_sha256(raw: bytes) -> str:
 
 
 def store_raw(session: Session, raw: bytes, now: datetime) -> str:
-    """Store ``raw`` (once: known bytes are not written again); return its key.
-
-    Runs in the caller's transaction. Two workers storing the same new bytes at
-    once: the second insert waits for the first and then does nothing.
-    """
+    """Store ``raw`` (once: known bytes are not written again); return its key."""
     sha = raw_sha256(raw)
-    if session.get(RawMailRecord, sha) is not None:
-        return sha
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    row = {"sha256": sha, "size": len(raw), "stored_size": 0, "created_at": now}
-    done = session.execute(insert(RawMailRecord).values(row).on_conflict_do_nothing())
-    if not done.rowcount:  # type: ignore[attr-defined]
-        return sha  # another transaction stored it
-    compressor = zlib.compressobj(LEVEL)
     view = memoryview(raw)
-    pending = bytearray()
-    seq = stored = 0
-    for start in range(0, len(raw), FEED):
-        pending += compressor.compress(view[start : start + FEED])
-        while len(pending) >= CHUNK:
-            seq, stored = _put_chunk(session, sha, seq, pending, stored)
-    pending += compressor.flush()
-    while pending or seq == 0:
-        seq, stored = _put_chunk(session, sha, seq, pending, stored)
-    session.execute(
-        update(RawMailRecord).where(RawMailRecord.sha256 == sha).values(stored_size=stored)
-    )
+    feed = (view[at : at + FEED] for at in range(0, len(raw), FEED))
+    store_once(session, RawMailRecord, RawMailChunk, sha, len(raw), feed, now)
     return sha
 
 
+def store_once(session: Session, record, chunk, sha: str, size: int, pieces, now) -> bool:
+    """Store content keyed by ``sha`` once: a ``record`` row and its zlib ``chunk`` rows.
+
+    ``pieces`` yields the content in parts, so no whole copy is held. Runs in the
+    caller's transaction; two workers storing the same new content at once: the
+    second insert waits for the first and then does nothing. False when the
+    content was already there. Shared by raw mail and attachment blobs.
+    """
+    if session.get(record, sha) is not None:
+        return False
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    row = {"sha256": sha, "size": size, "stored_size": 0, "created_at": now}
+    done = session.execute(insert(record).values(row).on_conflict_do_nothing())
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return False  # another transaction stored it
+    stored = _write_chunks(session, chunk, sha, pieces)
+    session.execute(update(record).where(record.sha256 == sha).values(stored_size=stored))
+    return True
+
+
+def _write_chunks(session: Session, chunk, sha: str, pieces) -> int:
+    """Compress ``pieces`` into chunk rows of at most :data:`CHUNK`; the compressed size."""
+    compressor = zlib.compressobj(LEVEL)
+    pending = bytearray()
+    seq = stored = 0
+    for piece in pieces:
+        pending += compressor.compress(piece)
+        while len(pending) >= CHUNK:
+            seq, stored = _put_chunk(session, chunk, sha, seq, pending, stored)
+    pending += compressor.flush()
+    while pending or seq == 0:
+        seq, stored = _put_chunk(session, chunk, sha, seq, pending, stored)
+    return stored
+
+
 def _put_chunk(
-    session: Session, sha: str, seq: int, pending: bytearray, stored: int
+    session: Session, chunk, sha: str, seq: int, pending: bytearray, stored: int
 ) -> tuple[int, int]:
     data = bytes(pending[:CHUNK])
     del pending[:CHUNK]
-    session.execute(RawMailChunk.__table__.insert().values(sha256=sha, seq=seq, data=data))
+    session.execute(chunk.__table__.insert().values(sha256=sha, seq=seq, data=data))
     return seq + 1, stored + len(data)
 
 

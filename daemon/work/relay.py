@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.schema import Settings
@@ -78,21 +78,12 @@ def confirm(
 
 
 def _recent_confirmations(session: Session, ticket_id: str, agent: str, at: datetime) -> int:
-    since = at - timedelta(hours=1)
-    stmt = select(func.count(OutboxEntry.id)).where(
-        OutboxEntry.ticket_id == ticket_id,
-        OutboxEntry.kind == "work_confirmation",
-        OutboxEntry.created_at >= since,
-    )
-    rows = session.scalar(stmt) or 0
-    # The recipients column is JSON: count per agent in Python (a handful of rows).
-    if not rows:
-        return 0
+    # Recipients are a JSON list: count this agent's among the ticket's last hour (a handful).
     recent = session.scalars(
         select(OutboxEntry.recipients).where(
             OutboxEntry.ticket_id == ticket_id,
             OutboxEntry.kind == "work_confirmation",
-            OutboxEntry.created_at >= since,
+            OutboxEntry.created_at >= at - timedelta(hours=1),
         )
     )
     return sum(1 for r in recent if agent in (r or []))
