@@ -7,7 +7,7 @@ confidence, who decided and why. They never raise on odd text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from classifier.base import Classification
 from classifier.keywords import KeywordClassifier
@@ -44,7 +44,16 @@ class ModelClassifier:
 
     def classify(self, subject: str, body: str, sender: str = "") -> Classification:
         """Return the category with its calibrated probability, and the priority."""
-        proba = self.model.proba_one(model_text(subject, body))
+        return self._answer(self.model.proba_one(model_text(subject, body)), subject, body, sender)
+
+    def classify_many(self, items: Sequence[tuple[str, str, str]]) -> list[Classification]:
+        """Classify (subject, body, sender) items with one vectorised model call."""
+        if not items:
+            return []
+        proba = self.model.predict_proba([model_text(s, b) for s, b, _ in items])
+        return [self._answer(row, *item) for row, item in zip(proba, items, strict=True)]
+
+    def _answer(self, proba, subject: str, body: str, sender: str) -> Classification:
         scores = {self.model.classes[i]: round(float(proba[i]), 4) for i in self._columns}
         best = max(self._columns, key=lambda i: proba[i])
         prio = self.priority.assess(subject, body, sender)

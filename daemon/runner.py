@@ -23,7 +23,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -38,6 +37,7 @@ from daemon.backends.base import (
     MailboxBackend,
     RawMail,
 )
+from daemon.batch import Batches, PassStats
 from daemon.clock import Clock
 from daemon.ledger import Hold
 from daemon.notify import OutboxSender
@@ -70,21 +70,6 @@ def crash_hook(environ=os.environ) -> Callable[[str], None]:
     return crash
 
 
-@dataclass
-class PassStats:
-    """What one pass over the mailbox did."""
-
-    fetched: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    quarantined: int = 0
-    failed: int = 0
-    sent: int = 0
-
-    def count(self, kind: str) -> None:
-        """Count one outcome."""
-        self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
-
-
 class Runner:
     """Drives the backend, the pipeline and the outbox."""
 
@@ -113,10 +98,11 @@ class Runner:
         self.started_at = clock.now()
         self.processed = 0
         self.stop_event = threading.Event()
+        self.batches = Batches(self)
         # How long to keep retrying through a database outage (None: for ever, the daemon).
         self.outage_patience: float | None = None
         # Mails whose last attempt ended in a database outage: the next one is not charged.
-        self._uncharged: set[str] = set()
+        self.uncharged: set[str] = set()
         # Mails that could not even be quarantined: left in the mailbox, skipped until restart.
         self._stuck: set[str] = set()
 
@@ -128,17 +114,15 @@ class Runner:
         cursor = self.patiently(self._load_cursor)
         while not self.stop_event.is_set():
             result = self.backend.fetch_new(cursor, self.batch, self.max_batch_bytes)
-            # Memory: a batch is bounded by bytes, each mail is held once (in ``batch``)
-            # and dropped as soon as it is handled, before the next fetch.
-            batch = [
-                m for m in reversed(result.mails) if m.ref not in seen and m.ref not in self._stuck
-            ]
+            # Memory: a batch is bounded by bytes (``max_batch_bytes``) and dropped
+            # once handled, before the next fetch.
+            batch = [m for m in result.mails if m.ref not in seen and m.ref not in self._stuck]
             new_cursor, fresh = result.cursor, bool(batch)
             del result
-            while batch:
-                seen.add(batch[-1].ref)
-                stats.fetched += 1
-                self.patiently(self.handle, batch.pop(), stats)
+            seen.update(m.ref for m in batch)
+            stats.fetched += len(batch)
+            self.patiently(self.batches.handle, batch, stats)
+            del batch
             if new_cursor is not None and new_cursor != cursor:
                 cursor = new_cursor
                 self.patiently(self._save_cursor, cursor)
@@ -179,7 +163,7 @@ class Runner:
             self._claimed_elsewhere(mail, attempt, exc, stats, again)
             return
         except Exception as exc:  # one catch-all per message: the others keep flowing
-            self._failed(mail, attempt, exc, stats)
+            self.failed(mail, attempt, exc, stats)
             return
         self.crash("after_commit")
         self.backend.ack(mail.ref, AckOutcome.PROCESSED)
@@ -204,11 +188,11 @@ class Runner:
             log.info("mail %s collided with a concurrent twin; processing it again", mail.ref)
             self._attempt(mail, attempt, stats, again=True)
         else:
-            self._failed(mail, attempt, exc, stats)
+            self.failed(mail, attempt, exc, stats)
 
-    def _failed(self, mail: RawMail, attempt: int, exc: Exception, stats: PassStats) -> None:
+    def failed(self, mail: RawMail, attempt: int, exc: Exception, stats: PassStats) -> None:
         if is_outage(exc):
-            self._uncharged.add(mail.ref)
+            self.uncharged.add(mail.ref)
             raise StoreUnavailable(describe_outage(exc)) from exc
         log.error(
             "processing %s failed (attempt %d/%d)",
@@ -218,7 +202,7 @@ class Runner:
             exc_info=exc,
         )
         error = f"{type(exc).__name__}: {exc}"
-        self._record_error(mail.ref, error)
+        self.record_error(mail.ref, error)
         stats.failed += 1
         if attempt >= self.max_attempts:
             self._quarantine(mail, f"failed {attempt} times: {error}", "failed", stats)
@@ -234,7 +218,7 @@ class Runner:
 
     def _record_attempt(self, ref: str) -> int:
         """Count one attempt at ``ref`` (unless the last one hit an outage); return the count."""
-        charge = 0 if ref in self._uncharged else 1
+        charge = 0 if ref in self.uncharged else 1
         now = self.clock.now()
         with self.factory() as session, session.begin():
             # UPDATE first, INSERT if there was no row; a concurrent worker's INSERT
@@ -246,7 +230,7 @@ class Runner:
                 except IntegrityError:
                     self._bump_attempt(session, ref, charge, now)
             count = session.scalar(select(Attempt.count).where(Attempt.ref == ref)) or 1
-        self._uncharged.discard(ref)
+        self.uncharged.discard(ref)
         return int(count)
 
     @staticmethod
@@ -258,7 +242,7 @@ class Runner:
         )
         return session.execute(stmt).rowcount == 1
 
-    def _record_error(self, ref: str, error: str) -> None:
+    def record_error(self, ref: str, error: str) -> None:
         with self.factory() as session, session.begin():
             row = session.get(Attempt, ref)
             if row is not None:
@@ -278,8 +262,18 @@ class Runner:
         arrived: datetime | None = None,
     ) -> None:
         """Keep the raw bytes with the reason; never depends on the mail parsing."""
+        if not self._store_quarantine(mail, reason, code, arrived):
+            return
+        log.error("quarantined %s: %s", mail.ref, reason)
+        stats.quarantined += 1
+        self.backend.ack(mail.ref, AckOutcome.QUARANTINED)
+
+    def quarantine_entry(
+        self, session: Session, mail: RawMail, reason: str, code: str, arrived: datetime | None
+    ) -> QuarantineEntry:
+        """The quarantine row of ``mail``, its raw bytes stored in ``session``."""
         sender, subject = peek(mail.raw)
-        entry = QuarantineEntry(
+        return QuarantineEntry(
             ref=mail.ref,
             sender=storable(sender, 320),
             subject=storable(subject, 998),
@@ -287,18 +281,13 @@ class Runner:
             reason_code=storable(code, 32),
             created_at=self.clock.now(),
             received_at=arrived or mail.received_at,
+            raw_sha256=store_raw(session, mail.raw, self.clock.now()),
         )
-        if not self._store_quarantine(mail, entry):
-            return
-        log.error("quarantined %s: %s", mail.ref, reason)
-        stats.quarantined += 1
-        self.backend.ack(mail.ref, AckOutcome.QUARANTINED)
 
-    def _store_quarantine(self, mail: RawMail, entry: QuarantineEntry) -> bool:
+    def _store_quarantine(self, mail: RawMail, reason: str, code: str, arrived) -> bool:
         try:
             with self.factory() as session, session.begin():
-                entry.raw_sha256 = store_raw(session, mail.raw, self.clock.now())
-                session.add(entry)
+                session.add(self.quarantine_entry(session, mail, reason, code, arrived))
             return True
         except IntegrityError:
             # Quarantined (or committed) by another worker first: its state is acked.

@@ -91,6 +91,16 @@ class MailboxBackend(Protocol):
         ...
 
 
+def ack_all(backend: MailboxBackend, refs: list[str], outcome: AckOutcome) -> None:
+    """Ack ``refs`` in as few calls as the backend allows (``ack_many`` when it has one)."""
+    many = getattr(backend, "ack_many", None)
+    if many is not None:
+        many(refs, outcome)
+        return
+    for ref in refs:
+        backend.ack(ref, outcome)
+
+
 class WaitingBackend(MailboxBackend, Protocol):
     """A backend that can block until new mail arrives (IMAP IDLE, delta polling)."""
 

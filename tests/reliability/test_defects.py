@@ -111,14 +111,14 @@ def test_a_bug_in_one_mail_quarantines_it_after_max_attempts_and_others_flow(
     make_app, inbox, monkeypatch
 ):
     app = make_app()
-    real = app.pipeline.process
+    real = app.pipeline.decide
 
-    def poisoned(mail, release=None):
+    def poisoned(session, mail, msg, release=None):
         if mail.ref == "poison":
             raise RuntimeError("a bug")
-        return real(mail, release)
+        return real(session, mail, msg, release)
 
-    monkeypatch.setattr(app.pipeline, "process", poisoned)
+    monkeypatch.setattr(app.pipeline, "decide", poisoned)
     inbox(make_mail(subject="poison"), "poison")
     for i in range(3):
         inbox(make_mail(subject=f"good {i}"), f"good{i}")
