@@ -20,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.schema import Settings
 from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError, Transport
 from daemon.clock import Clock
+from daemon.mime import alternative
 from daemon.parse import sanitize_header
 from daemon.store.models import OutboxEntry, ReplyToken, Ticket
 from templates import TemplateRenderer
@@ -94,29 +95,10 @@ class Composer:
         if f"[{ticket.id}]" not in subject:
             subject = f"[{ticket.id}] {subject}"
         message_id = f"<{ticket.id}.{token}@{self.domain}>"
-        msg = EmailMessage(policy=POLICY)
-        msg["From"] = formataddr((sanitize_header(self.settings.outbound.from_name), self.sender))
-        msg["To"] = ", ".join(sanitize_header(a) for a in to)
-        if self.settings.outbound.reply_to:
-            msg["Reply-To"] = self.settings.outbound.reply_to
-        msg["Subject"] = subject
-        msg["Date"] = format_datetime(self.clock.now().replace(tzinfo=UTC))
-        msg["Message-ID"] = message_id
-        if thread.in_reply_to:
-            msg["In-Reply-To"] = thread.in_reply_to
-        refs = [r for r in thread.references if r] or (
-            [thread.in_reply_to] if thread.in_reply_to else []
-        )
-        if refs:
-            msg["References"] = " ".join(refs[-20:])
-        msg["Auto-Submitted"] = auto
-        msg["X-Auto-Response-Suppress"] = "All"
-        msg["Precedence"] = "bulk"
-        msg[LOOP_HEADER] = self.loop_marker
-        msg["X-Mailtriage-Ticket"] = ticket.id
-        msg.set_content(clean_body(rendered.text))
-        msg.add_alternative(clean_body(rendered.html), subtype="html")
-        attach_files(msg, files)
+        headers = self._headers(ticket, to, subject, message_id, thread, auto)
+        text, html = clean_body(rendered.text), clean_body(rendered.html)
+        raw = _slow_message(headers, text, html, files) if _needs_slow(headers, files) else None
+        raw = raw or alternative(headers, text, html)
         now = self.clock.now()
         row = OutboxEntry(
             message_id=message_id,
@@ -125,7 +107,7 @@ class Composer:
             sender=self.sender,
             recipients=list(to),
             subject=subject,
-            raw=bytes(msg),
+            raw=raw,
             status="pending",
             attempts=0,
             last_error="",
@@ -134,6 +116,36 @@ class Composer:
         )
         session.add(row)
         return row
+
+    def _headers(self, ticket, to, subject: str, message_id: str, thread: Threading, auto: str):
+        """Every header of an outgoing message, in order, values one line each."""
+        out = self.settings.outbound
+        headers = [
+            ("From", formataddr((sanitize_header(out.from_name), self.sender))),
+            ("To", ", ".join(sanitize_header(a) for a in to)),
+        ]
+        if out.reply_to:
+            headers.append(("Reply-To", out.reply_to))
+        headers += [
+            ("Subject", subject),
+            ("Date", format_datetime(self.clock.now().replace(tzinfo=UTC))),
+            ("Message-ID", message_id),
+        ]
+        if thread.in_reply_to:
+            headers.append(("In-Reply-To", thread.in_reply_to))
+        refs = [r for r in thread.references if r] or (
+            [thread.in_reply_to] if thread.in_reply_to else []
+        )
+        if refs:
+            headers.append(("References", " ".join(refs[-20:])))
+        return [
+            *headers,
+            ("Auto-Submitted", auto),
+            ("X-Auto-Response-Suppress", "All"),
+            ("Precedence", "bulk"),
+            (LOOP_HEADER, self.loop_marker),
+            ("X-Mailtriage-Ticket", ticket.id),
+        ]
 
     def compose_for_agents(
         self,
@@ -185,6 +197,28 @@ def _token_row(token: str, ticket_id: str, agent: str, now: datetime, ttl: timed
     )
 
 
+# Address headers the bytes-out writer may not encode as a whole (an address is
+# never an encoded word): a non-ASCII one takes the EmailMessage path.
+_ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To"})
+
+
+def _needs_slow(headers: list[tuple[str, str]], files) -> bool:
+    return bool(files) or any(
+        name in _ADDRESS_HEADERS and not value.isascii() for name, value in headers
+    )
+
+
+def _slow_message(headers, text: str, html: str, files) -> bytes:
+    """The same message through ``EmailMessage`` (attachments, non-ASCII addresses)."""
+    msg = EmailMessage(policy=POLICY)
+    for name, value in headers:
+        msg[name] = value
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    attach_files(msg, files)
+    return bytes(msg)
+
+
 def attach_files(msg: EmailMessage, files: Sequence[tuple[str, str, bytes]]) -> None:
     """Attach ``files`` (names already sanitised); the message becomes multipart/mixed."""
     for name, content_type, data in files:
@@ -192,6 +226,21 @@ def attach_files(msg: EmailMessage, files: Sequence[tuple[str, str, bytes]]) -> 
         if maintype == "text" or not subtype:  # bytes of unknown charset: send as they are
             maintype, subtype = "application", "octet-stream"
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+
+
+# What sending a row reads (locked against other workers) and writes, as plain
+# statements: the ORM's per-row cost was most of sending's CPU.
+_CLAIM = select(
+    OutboxEntry.message_id,
+    OutboxEntry.sender,
+    OutboxEntry.recipients,
+    OutboxEntry.raw,
+    OutboxEntry.status,
+    OutboxEntry.kind,
+).with_for_update(skip_locked=True)
+_SENT = update(OutboxEntry).values(
+    status="sent", sent_at=bindparam("at"), attempts=OutboxEntry.attempts + 1
+)
 
 
 class OutboxSender:
@@ -215,30 +264,30 @@ class OutboxSender:
         self._crash = crash or (lambda point: None)
         self._lock = threading.Lock()
 
-    def _due_ids(self, limit: int) -> list[int]:
-        with self.factory() as session:
-            stmt = (
-                select(OutboxEntry.id)
-                .where(
-                    OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= self.clock.now()
-                )
-                .order_by(OutboxEntry.id)
-                .limit(limit)
-            )
+    def _due_ids(self, session: Session, limit: int) -> list[int]:
+        stmt = (
+            select(OutboxEntry.id)
+            .where(OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= self.clock.now())
+            .order_by(OutboxEntry.id)
+            .limit(limit)
+        )
+        with session.begin():
             return list(session.scalars(stmt))
 
     def send_due(self, limit: int = 500) -> int:
-        """Send every due outbox row; return how many were sent.
+        """Send every due outbox row over one session and one transport connection.
 
         The runner and the scheduler thread both drain the outbox; the lock
         keeps them from sending one row twice where the database cannot
         (SQLite has no ``SKIP LOCKED``). Across processes on PostgreSQL the
-        row lock does that job.
+        row lock does that job. Each row is marked sent in its own short
+        transaction right after the transport took it, so a crash resends at
+        most the one message in flight (and its Message-ID is the same).
         """
         sent = 0
-        with self._lock:
-            for row_id in self._due_ids(limit):
-                sent += self._send_one(row_id)
+        with self._lock, self.factory() as session:
+            for row_id in self._due_ids(session, limit):
+                sent += self._send_one(session, row_id)
         return sent + (self.channels.send_due(limit) if self.channels else 0)
 
     def drain(self, batch: int = 500) -> int:
@@ -248,30 +297,26 @@ class OutboxSender:
             total += sent
         return total
 
-    def _send_one(self, row_id: int) -> int:
-        with self.factory() as session, session.begin():
-            row = session.scalars(
-                select(OutboxEntry)
-                .where(OutboxEntry.id == row_id)
-                .with_for_update(skip_locked=True)
-            ).first()
+    def _send_one(self, session: Session, row_id: int) -> int:
+        with session.begin():
+            row = session.execute(_CLAIM.where(OutboxEntry.id == row_id)).first()
             if row is None or row.status != "pending":
                 return 0
-            mail = OutgoingMail(row.message_id, row.sender, tuple(row.recipients), row.raw)
             try:
-                self.transport.send(mail)
-            except PermanentSendError as exc:
-                self._fail(row, f"refused: {exc}")
-                return 0
+                self.transport.send(OutgoingMail(*row[:4]))
             except BackendError as exc:
-                self._retry(row, str(exc))
+                self._not_sent(session.get(OutboxEntry, row_id), exc)
                 return 0
             self._crash("after_send")
-            row.status = "sent"
-            row.sent_at = self.clock.now()
-            row.attempts += 1
+            session.execute(_SENT.where(OutboxEntry.id == row_id), {"at": self.clock.now()})
         log.info("sent %s %s to %s", row.kind, row.message_id, ", ".join(row.recipients))
         return 1
+
+    def _not_sent(self, row: OutboxEntry, exc: BackendError) -> None:
+        if isinstance(exc, PermanentSendError):
+            self._fail(row, f"refused: {exc}")
+        else:
+            self._retry(row, str(exc))
 
     def _retry(self, row: OutboxEntry, error: str) -> None:
         row.attempts += 1
