@@ -25,14 +25,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from config.errors import MailError
 from daemon.backends.base import AckOutcome, BackendError, RawMail, ack_all
 from daemon.ledger import Hold
 from daemon.parse import InboundMessage, UnparseableMail
-from daemon.store.db import StoreUnavailable, is_outage
+from daemon.store.db import StoreUnavailable, insert_new, is_outage
 from daemon.store.models import Attempt, LedgerEntry, QuarantineEntry
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ class Batches:
                 for r in refs
                 if r not in have
             ]
-            if rows:
-                session.execute(insert(Attempt), rows)
+            if rows:  # another worker may charge the same mail at once: its row stays
+                insert_new(session, Attempt, rows)
         runner.uncharged.difference_update(refs)
 
     # -- the transaction ------------------------------------------------------

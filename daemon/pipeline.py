@@ -55,6 +55,8 @@ from routing.route import route
 
 log = logging.getLogger(__name__)
 
+NO_FILES: dict = {"attachments": [], "files": []}
+
 
 def _closes(text: str) -> bool:
     """True when a reply's commands close the ticket (it must not reopen it too)."""
@@ -413,14 +415,14 @@ class Pipeline:
         decision = route(facts, self.settings, weighted_load(session), steps)
         t = self.timer.add("route", t)
         ticket = self._insert_ticket(session, msg, correction, cls, decision)
-        self.keep_attachments(session, ticket.id, msg)
+        kept = self.keep_attachments(session, ticket.id, msg)
         self._record_creation(session, ticket, msg, verdict, correction, cls, decision)
         if earlier is not None:
             self._link(session, earlier, ticket)
         for hook in self.extensions:
             if hasattr(hook, "on_new_ticket"):
                 hook.on_new_ticket(session, ticket, decision)
-        self._notify_new(session, ticket, msg, verdict, decision)
+        self._notify_new(session, ticket, msg, verdict, decision, bool(kept))
         announce(session, self.settings, "created", ticket, ticket.subject, self.clock.now())
         self.timer.add("notify", t)
         return Outcome("ticket", ticket.id, "new request", verdict.hits + decision.rule_hits)
@@ -506,7 +508,7 @@ class Pipeline:
         if decision.assignee:
             self.event(session, ticket.id, SYSTEM_ACTOR, "assigned", assignee=decision.assignee)
 
-    def _notify_new(self, session, ticket, msg, verdict, decision) -> None:
+    def _notify_new(self, session, ticket, msg, verdict, decision, has_files=True) -> None:
         if verdict.may_answer:
             self.composer.compose(session, "ack", ticket, [ticket.requester], self._thread(msg))
             self.event(session, ticket.id, SYSTEM_ACTOR, "acknowledged", to=ticket.requester)
@@ -523,7 +525,8 @@ class Pipeline:
             ticket,
             to,
             reasons=list(decision.reasons),
-            **notice_context(session, self.settings, ticket),
+            # A new ticket's files are this mail's: none kept, nothing to look up.
+            **(notice_context(session, self.settings, ticket) if has_files else NO_FILES),
         )
 
     def keep_attachments(self, session, ticket_id: str, msg: InboundMessage, from_reply=False):

@@ -138,13 +138,18 @@ class MaildirTransport:
     def send(self, mail: OutgoingMail) -> None:
         """Deliver ``mail`` unless a file for its Message-ID already exists."""
         name = self.file_name(mail.message_id)
-        if (self.path / "new" / name).exists() or any((self.path / "cur").glob(name + "*")):
+        if (self.path / "new" / name).exists() or self._in_cur(name):
             log.info("maildir transport: %s already written", mail.message_id)
             return
         try:
             deliver(self.path, mail.raw, name)
         except OSError as exc:
             raise BackendError(f"cannot write to {self.path}: {exc.strerror}") from exc
+
+    def _in_cur(self, name: str) -> bool:
+        """A file ``name`` (with any flags) in ``cur/``: a plain scan, no glob pattern to compile."""
+        with os.scandir(self.path / "cur") as entries:
+            return any(e.name.startswith(name) for e in entries)
 
     def check(self) -> str:
         """Say where mail goes."""

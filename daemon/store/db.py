@@ -77,6 +77,22 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def insert_new(session: Session, model, rows: list[dict]) -> int:
+    """Insert ``rows`` into ``model``'s table, skipping any whose key exists; the count added.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): a row another
+    worker inserted first is left alone instead of failing the transaction.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = model.__table__
+    # Counted by RETURNING: psycopg reports no row count for this statement.
+    stmt = insert(table).values(rows).on_conflict_do_nothing().returning(*table.primary_key)
+    return len(session.execute(stmt).all())
+
+
 # A full disk or quota shows up as OSError where files are written next to the database.
 _OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 

@@ -20,14 +20,15 @@ import zlib
 from datetime import datetime
 
 from sqlalchemy import delete, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from daemon.store.db import insert_new
 from daemon.store.models import LedgerEntry, QuarantineEntry, RawMailChunk, RawMailRecord
 
 CHUNK = 256 * 1024  # compressed bytes per chunk row (small: no driver copies much)
 FEED = 256 * 1024  # raw bytes handed to the compressor at once
 LEVEL = 6  # zlib's default: 34 MB/s on base64 attachments, a few % smaller than level 1
+SMALL = 64 * 1024  # content up to this size is compressed in one call (one chunk row)
 PRUNE_BATCH = 200  # raw mails deleted per statement
 
 
@@ -53,17 +54,30 @@ def store_once(session: Session, record, chunk, sha: str, size: int, pieces, now
     second insert waits for the first and then does nothing. False when the
     content was already there. Shared by raw mail and attachment blobs.
     """
+    if size <= SMALL:
+        return _store_small(session, record, chunk, sha, size, pieces, now)
     if session.get(record, sha) is not None:
         return False
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    row = {"sha256": sha, "size": size, "stored_size": 0, "created_at": now}
-    done = session.execute(insert(record).values(row).on_conflict_do_nothing())
-    if not done.rowcount:  # type: ignore[attr-defined]
+    if not _claim(session, record, sha, size, 0, now):
         return False  # another transaction stored it
     stored = _write_chunks(session, chunk, sha, pieces)
     session.execute(update(record).where(record.sha256 == sha).values(stored_size=stored))
     return True
+
+
+def _store_small(session: Session, record, chunk, sha: str, size: int, pieces, now) -> bool:
+    """Most mail: compressed at once, two statements (the row is claimed with its size)."""
+    data = zlib.compress(b"".join(pieces), LEVEL)
+    if not _claim(session, record, sha, size, len(data), now):
+        return False  # stored before (a replay, a duplicate) or by another transaction
+    session.execute(chunk.__table__.insert().values(sha256=sha, seq=0, data=data))
+    return True
+
+
+def _claim(session: Session, record, sha: str, size: int, stored: int, now) -> bool:
+    """Insert the ``record`` row unless one exists (whoever inserts first stores the bytes)."""
+    row = {"sha256": sha, "size": size, "stored_size": stored, "created_at": now}
+    return insert_new(session, record, [row]) == 1
 
 
 def _write_chunks(session: Session, chunk, sha: str, pieces) -> int:

@@ -12,7 +12,7 @@ from daemon.mime import HeaderInjection, alternative, header_line
 HEADERS = [
     ("From", "Help Desk <help@example.com>"),
     ("To", "bob@example.com"),
-    ("Subject", "[TKT-1] Drucker über dem Flur – kaputt ✓"),
+    ("Subject", "[TKT-1] Drucker über dem Flur \u2013 kaputt ✓"),
     ("Message-ID", "<TKT-1.abc@example.com>"),
     ("Auto-Submitted", "auto-replied"),
 ]
@@ -23,7 +23,7 @@ def parsed(raw: bytes) -> email.message.EmailMessage:
 
 
 def test_headers_and_both_parts_parse_back_unchanged() -> None:
-    text = "Hallo Bob,\n\nwir kümmern uns – Ticket TKT-1.\n" + "x" * 2000
+    text = "Hallo Bob,\n\nwir kümmern uns \u2013 Ticket TKT-1.\n" + "x" * 2000
     msg = parsed(alternative(HEADERS, text, "<p>Grüße</p>"))
     for name, value in HEADERS:
         assert msg[name] == value
