@@ -172,6 +172,25 @@ class ImapBackend(IdleWaiting):
         target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
         self._run("ack", lambda c: self._ack(c, ref, folder, validity, uid, target))
 
+    def ack_many(self, refs: list[str], outcome: AckOutcome) -> None:
+        """Move a batch in one ``UID MOVE`` (or COPY + STORE + EXPUNGE) per folder; idempotent."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for ref in refs:
+            try:
+                folder, validity, uid = parse_ref(ref)
+            except ValueError:
+                log.error("imap ack: %r is not an IMAP ref; ignored", ref)
+                continue
+            groups.setdefault((folder, validity), []).append(uid)
+        s = self.settings
+        target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
+        for (folder, validity), uids in groups.items():
+            what = f"{len(uids)} mail(s) of {folder}"
+            self._run(
+                "ack",
+                lambda c, w=what, f=folder, v=validity, u=uids: self._ack(c, w, f, v, u, target),
+            )
+
     def check(self) -> str:
         """Connect, log in, open the folder, create the target folders; one line back."""
         s = self.settings
@@ -396,8 +415,10 @@ class ImapBackend(IdleWaiting):
         )
 
     def _ack(
-        self, client: IMAPClient, ref: str, folder: str, validity: int, uid: int, target: str
+        self, client: IMAPClient, ref: str, folder: str, validity: int, uid, target: str
     ) -> None:
+        """Move ``uid`` (one UID or a list of them) of ``folder`` to ``target``."""
+        uids = uid if isinstance(uid, list) else [uid]
         current = self._select(client, folder)
         if current != validity:
             log.info(
@@ -409,7 +430,7 @@ class ImapBackend(IdleWaiting):
             return
         self._ensure_folder(client, target)
         try:
-            self._transfer(client, uid, target)
+            self._transfer(client, uids, target)
         except exceptions.IMAPClientAbortError:
             raise
         except exceptions.IMAPClientError as exc:
@@ -417,22 +438,25 @@ class ImapBackend(IdleWaiting):
                 raise
             self._folders.discard(target)  # deleted behind our back
             self._ensure_folder(client, target)
-            self._transfer(client, uid, target)
+            self._transfer(client, uids, target)
         log.debug("IMAP %s moved to %s", ref, target)
 
     @staticmethod
-    def _transfer(client: IMAPClient, uid: int, target: str) -> None:
+    def _transfer(client: IMAPClient, uids: list[int], target: str) -> None:
         if client.has_capability("MOVE"):
-            client.move([uid], target)  # a UID already gone moves nothing: fine
+            client.move(uids, target)  # UIDs already gone move nothing: fine
             return
-        flags = client.get_flags([uid]).get(uid)
-        if flags is None:
-            return  # gone: acknowledged before
-        if DELETED not in flags:  # not copied yet (a copy+flag is one step for us)
-            client.copy([uid], target)
-            client.add_flags([uid], [DELETED], silent=True)
+        flags = client.get_flags(uids)
+        # Not copied yet (a copy+flag is one step for us); gone ones were acknowledged before.
+        fresh = [u for u in uids if u in flags and DELETED not in flags[u]]
+        if fresh:
+            client.copy(fresh, target)
+            client.add_flags(fresh, [DELETED], silent=True)
+        present = [u for u in uids if u in flags]
+        if not present:
+            return
         if client.has_capability("UIDPLUS"):
-            client.uid_expunge([uid])
+            client.uid_expunge(present)
         else:
             client.expunge()  # without UIDPLUS this removes every \Deleted mail in the folder
 
