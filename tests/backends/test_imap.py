@@ -126,6 +126,28 @@ def test_ack_without_move_copies_deletes_and_expunges(
     assert server.messages("INBOX") == [raw(1)]
 
 
+@pytest.mark.parametrize("move", [True, False], ids=["move", "copy-expunge"])
+def test_a_batch_is_acked_in_one_command(
+    make_dovecot: Callable[..., DovecotServer],
+    backends: Callable[..., ImapBackend],
+    caplog: pytest.LogCaptureFixture,
+    move: bool,
+) -> None:
+    server = make_dovecot(capabilities=None if move else NO_MOVE_CAPABILITIES)
+    for n in range(4):
+        server.append(raw(n))
+    b = backends(server.settings())
+    mails = b.fetch_new(None, 10).mails
+    caplog.set_level(logging.DEBUG, logger="imapclient")
+    b.ack_many([m.ref for m in mails[:3]], AckOutcome.PROCESSED)
+    sent = [r.getMessage() for r in caplog.records if "> b'" in r.getMessage()]
+    verb = "UID MOVE" if move else "UID COPY"
+    assert sum(verb in line for line in sent) == 1, sent
+    b.ack_many([m.ref for m in mails[:3]], AckOutcome.PROCESSED)  # again: no second copy
+    assert sorted(server.messages("Processed")) == sorted(raw(n) for n in range(3))
+    assert server.messages("INBOX") == [raw(3)]
+
+
 def test_uidvalidity_change_gives_new_refs_and_old_acks_do_nothing(
     dovecot: DovecotServer, backends: Callable[..., ImapBackend]
 ) -> None:
