@@ -33,13 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mailparser  # noqa: E402
+import mailparser
 
-from config.loader import load_settings  # noqa: E402
-from daemon.app import build_app  # noqa: E402
-from daemon.backends.maildir import deliver  # noqa: E402
-from mailtriage.commands import init_project  # noqa: E402
-from tests.support.backlog import generate  # noqa: E402
+from config.loader import load_settings
+from daemon.app import build_app
+from daemon.backends.maildir import deliver
+from mailtriage.commands import init_project
+from tests.support.backlog import generate
 
 FLOOR_ROWS = 500
 TARGET_RATIO = 0.5

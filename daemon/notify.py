@@ -24,7 +24,13 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.schema import Settings
-from daemon.backends.base import BackendError, OutgoingMail, PermanentSendError, Transport
+from daemon.backends.base import (
+    BackendError,
+    OutgoingMail,
+    PermanentSendError,
+    RateCapped,
+    Transport,
+)
 from daemon.clock import Clock
 from daemon.mime import alternative
 from daemon.parse import sanitize_header
@@ -263,6 +269,8 @@ class OutboxSender:
         self.max_attempts = max_attempts
         self._crash = crash or (lambda point: None)
         self._lock = threading.Lock()
+        # When the transport's rate cap lets the next message go (None: not capped).
+        self.capped_until: datetime | None = None
 
     def _due_ids(self, session: Session, limit: int) -> list[int]:
         stmt = (
@@ -286,9 +294,20 @@ class OutboxSender:
         """
         sent = 0
         with self._lock, self.factory() as session:
+            if self.capped_until and self.capped_until > self.clock.now():
+                return self._channels(limit)
+            self.capped_until = None
             for row_id in self._due_ids(session, limit):
-                sent += self._send_one(session, row_id)
-        return sent + (self.channels.send_due(limit) if self.channels else 0)
+                try:
+                    sent += self._send_one(session, row_id)
+                except RateCapped as exc:  # the rest waits for the cap, nobody is charged
+                    self.capped_until = self.clock.now() + timedelta(seconds=exc.wait)
+                    log.info("%s; the rest waits until %s", exc, self.capped_until)
+                    break
+        return sent + self._channels(limit)
+
+    def _channels(self, limit: int) -> int:
+        return self.channels.send_due(limit) if self.channels else 0
 
     def drain(self, batch: int = 500) -> int:
         """Send until nothing is due (rows that failed wait for their retry time)."""
@@ -304,6 +323,8 @@ class OutboxSender:
                 return 0
             try:
                 self.transport.send(OutgoingMail(*row[:4]))
+            except RateCapped:
+                raise
             except BackendError as exc:
                 self._not_sent(session.get(OutboxEntry, row_id), exc)
                 return 0

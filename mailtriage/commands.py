@@ -83,10 +83,26 @@ def cmd_run(args) -> int:
                 )
                 + f"; quarantined {stats.quarantined}; scheduler changes {changed}; sent {stats.sent + sent}"
             )
+            _say_what_waits(app)
             return 0
         return _run_daemon(app, web=not args.no_web and settings.web.enabled)
     finally:
         app.close()
+
+
+def _say_what_waits(app) -> None:
+    """After ``run --once``: how many messages the transport's rate cap holds, and until when."""
+    from daemon.notify import pending_count
+
+    until = app.sender.capped_until
+    if until is None:
+        return
+    with app.factory() as session:
+        waiting = pending_count(session, until)
+    print(
+        f"{waiting} message(s) wait for the transport's rate cap; the next can go at "
+        f"{until:%H:%M:%S} (the daemon, or the next 'mailtriage run --once', sends them)"
+    )
 
 
 def _run_daemon(app, web: bool) -> int:

@@ -64,6 +64,17 @@ class PermanentSendError(BackendError):
     """The server refused this message for good (e.g. 550): do not retry."""
 
 
+class RateCapped(BackendError):
+    """The transport's send rate cap is reached: the message waits, uncharged.
+
+    ``wait`` is how many seconds until the cap lets the next message go.
+    """
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024  # guards.max_batch_bytes
 
 

@@ -1,5 +1,9 @@
 """SMTP transport (smtplib): SSL or STARTTLS, password or XOAUTH2, a send rate cap.
 
+The cap (``outbound.rate_per_minute``, Exchange Online's 30) never blocks for
+long: when the next slot is more than a second away, ``send`` raises
+:class:`RateCapped` and the outbox keeps the rest for later.
+
 Errors are sorted by who must act: a 4xx answer, a refused or dropped
 connection or a timeout raises :class:`BackendError` (the outbox retries with
 backoff); a 5xx answer to the message raises :class:`PermanentSendError` with
@@ -27,6 +31,7 @@ from daemon.backends.base import (
     BackendError,
     OutgoingMail,
     PermanentSendError,
+    RateCapped,
     describe_connection_error,
     security_label,
     tls_context,
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RATE_WINDOW = 60.0  # seconds: Exchange Online counts 30 messages per minute per mailbox
 AUTH_CODES = frozenset({530, 535})  # "authentication required/failed": not this message's fault
+MAX_BLOCK = 1.0  # seconds the cap may hold a send; a longer wait leaves the rest for later
 FRESH_SECONDS = 5.0  # a connection used this recently is reused without a NOOP first
 BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -136,7 +142,9 @@ class SmtpTransport:
             if len(self._sent) < limit:
                 return
             delay = RATE_WINDOW - (now - self._sent[0])
-            log.info("SMTP rate cap (%d/min) reached; waiting %.1fs", limit, delay)
+            if delay > MAX_BLOCK:
+                # The outbox keeps the rest for later: the runner goes on with mail meanwhile.
+                raise RateCapped(f"SMTP rate cap ({limit}/min) reached", delay)
             self.sleep(delay)
 
     # -- connection -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -157,3 +158,23 @@ def test_check_config_connect_reports_a_tls_mismatch(
     done = mailtriage(site, "check-config", "--connect", env=env)
     assert done.returncode == 1
     assert "mailbox connect: FAILED: TLS handshake failed" in done.stdout, done.stdout
+
+
+def test_run_once_leaves_what_the_rate_cap_holds_and_says_when_it_goes(
+    site: Path,
+    dovecot: DovecotServer,  # noqa: F811
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    env = point_at(site, dovecot, smtp_server)
+    config = site / "mailtriage.toml"
+    config.write_text(config.read_text().replace("rate_per_minute = 30", "rate_per_minute = 2"))
+    for i, subject in enumerate(SUBJECTS):
+        dovecot.append(crlf(make_mail(subject=subject, sender=f"user{i}@example.com")))
+    started = time.monotonic()
+    done = mailtriage(site, "run", "--once", env=env)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30, "run --once waited for the cap"
+    assert len(smtp_server.received) == 2
+    # 3 acknowledgements + 3 agent notices were queued, 2 went out.
+    assert "4 message(s) wait for the transport's rate cap; the next can go at" in done.stdout
+    assert len(tickets(site, env)) == 3 and dovecot.uids("INBOX") == []
