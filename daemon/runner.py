@@ -46,6 +46,7 @@ from daemon.parse import UnparseableMail
 from daemon.pipeline import Pipeline
 from daemon.quarantine import peek, storable
 from daemon.store.db import StoreUnavailable, is_outage
+from daemon.store.locks import MailboxLock
 from daemon.store.models import Attempt, Heartbeat, LedgerEntry, MailboxCursor, QuarantineEntry
 from daemon.store.raw import store_raw
 
@@ -108,8 +109,24 @@ class Runner:
 
     # -- one pass ---------------------------------------------------------
     def run_pass(self) -> PassStats:
-        """Process everything in the mailbox now, sending the outbox between batches."""
+        """Process everything in the mailbox now, sending the outbox between batches.
+
+        On PostgreSQL only the worker holding the mailbox's advisory lock reads
+        it (see :mod:`daemon.store.locks`); the others skip the pass.
+        """
         stats = PassStats()
+        lock = self.patiently(MailboxLock(self.factory.kw["bind"], self.backend.name).take)
+        try:
+            if lock.held:
+                self._drain_mailbox(stats)
+            else:
+                log.debug("another worker reads %s now; this one waits", self.backend.name)
+        finally:
+            lock.release()
+        self.patiently(self.beat)
+        return stats
+
+    def _drain_mailbox(self, stats: PassStats) -> None:
         seen: set[str] = set()
         cursor = self.patiently(self._load_cursor)
         while not self.stop_event.is_set():
@@ -130,8 +147,6 @@ class Runner:
             stats.sent += self.patiently(self.sender.send_due)
             if not fresh:
                 break
-        self.patiently(self.beat)
-        return stats
 
     def handle(self, mail: RawMail, stats: PassStats) -> None:
         """Finish, retry or quarantine one mail; raise only for an outage."""
