@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LOOP_HEADER = "X-Mailtriage-Loop"
 BACKOFF_CAP = timedelta(hours=1)
+CHUNK = 100  # outbox rows claimed and marked at once when the transport is idempotent
 # Python 3.11 loses the space between RFC 2047 encoded words when it folds a
 # non-ASCII subject at 78 columns; folding only at RFC 5322's hard limit keeps
 # subjects intact (and every header we build is far shorter than 998).
@@ -243,6 +244,7 @@ _CLAIM = select(
     OutboxEntry.raw,
     OutboxEntry.status,
     OutboxEntry.kind,
+    OutboxEntry.id,
 ).with_for_update(skip_locked=True)
 _SENT = update(OutboxEntry).values(
     status="sent", sent_at=bindparam("at"), attempts=OutboxEntry.attempts + 1
@@ -297,7 +299,10 @@ class OutboxSender:
             if self.capped_until and self.capped_until > self.clock.now():
                 return self._channels(limit)
             self.capped_until = None
-            for row_id in self._due_ids(session, limit):
+            ids = self._due_ids(session, limit)
+            if getattr(self.transport, "idempotent", False):
+                return self._send_chunks(session, ids) + self._channels(limit)
+            for row_id in ids:
                 try:
                     sent += self._send_one(session, row_id)
                 except RateCapped as exc:  # the rest waits for the cap, nobody is charged
@@ -305,6 +310,31 @@ class OutboxSender:
                     log.info("%s; the rest waits until %s", exc, self.capped_until)
                     break
         return sent + self._channels(limit)
+
+    def _send_chunks(self, session: Session, ids: list[int]) -> int:
+        """An idempotent transport: each chunk of rows is claimed and marked sent at once."""
+        sent = 0
+        for at in range(0, len(ids), CHUNK):
+            with session.begin():
+                rows = session.execute(_CLAIM.where(OutboxEntry.id.in_(ids[at : at + CHUNK])))
+                done = [row.id for row in rows.all() if self._sent_in_chunk(session, row)]
+                if done:
+                    stmt = _SENT.where(OutboxEntry.id.in_(done))
+                    session.execute(stmt, {"at": self.clock.now()})
+            sent += len(done)
+        return sent
+
+    def _sent_in_chunk(self, session: Session, row) -> bool:
+        if row.status != "pending":
+            return False
+        try:
+            self.transport.send(OutgoingMail(*row[:4]))
+        except BackendError as exc:
+            self._not_sent(session.get(OutboxEntry, row.id), exc)
+            return False
+        self._crash("after_send")
+        log.info("sent %s %s to %s", row.kind, row.message_id, ", ".join(row.recipients))
+        return True
 
     def _channels(self, limit: int) -> int:
         return self.channels.send_due(limit) if self.channels else 0

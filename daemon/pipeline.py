@@ -69,11 +69,15 @@ class StageTimer:
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    def add(self, stage: str, started: float) -> float:
-        """Add the time since ``started`` to ``stage``; return now."""
+    def add(self, stage: str, started: float, minus: float = 0.0) -> float:
+        """Add the time since ``started`` (less ``minus``, timed as other stages) to ``stage``."""
         now = time.perf_counter()
-        self.seconds[stage] += now - started
+        self.seconds[stage] += now - started - minus
         return now
+
+    def total(self) -> float:
+        """Seconds counted so far, all stages."""
+        return sum(self.seconds.values())
 
 
 class Pipeline:
@@ -165,11 +169,12 @@ class Pipeline:
             raise Hold(f"{verdict.hits[0]}: {verdict.reason}", verdict.hits[0], received)
         match, earlier = self._live_thread(find_ticket(session, msg), msg)
         t = self.timer.add("thread", t)
+        inner = self.timer.total()
         outcome = self._handled_by_extension(session, msg, match, verdict, mail)
         if outcome is None:
             outcome = self._route_mail(session, msg, match, verdict, received, earlier)
         self._ledger(session, mail, msg, keys[0], received, outcome)
-        self.timer.add("store", t)
+        self.timer.add("store", t, minus=self.timer.total() - inner)
         return outcome
 
     def _handled_by_extension(self, session, msg, match, verdict, mail) -> Outcome | None:

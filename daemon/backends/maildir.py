@@ -126,6 +126,9 @@ class MaildirTransport:
     """Writes outgoing mail into a Maildir (one file per Message-ID)."""
 
     name = "maildir"
+    # Sending a Message-ID twice writes nothing the second time: the outbox may
+    # mark a whole chunk sent in one transaction (a crash resends nothing twice).
+    idempotent = True
 
     def __init__(self, path: Path) -> None:
         self.path = ensure_maildir(Path(path))
