@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,11 +103,15 @@ class DaemonWatch:
     binary: Path
     samples: list[Sample] = field(default_factory=list)
     peak_rss_mib: float = 0.0
+    # Called with each sample while the daemon runs (a benchmark's probes); None: nothing.
+    on_sample: Callable[[Sample], None] | None = None
+    web: bool = False  # serve the status page too (its port is the site's [web] port)
 
     def run(self, expected_sent: int, timeout: float = 1800) -> float:
         """Return the seconds until ``expected_sent`` mails went out; stops the daemon."""
         config = str(self.site / "mailtriage.toml")
-        cmd = [str(self.binary), "--config", config, "--log-level", "WARNING", "run", "--no-web"]
+        cmd = [str(self.binary), "--config", config, "--log-level", "WARNING", "run"]
+        cmd += [] if self.web else ["--no-web"]
         began = time.monotonic()
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         try:
@@ -121,6 +126,8 @@ class DaemonWatch:
         while time.monotonic() - began < timeout:
             sample = self._look(proc.pid, time.monotonic() - began)
             self.samples.append(sample)
+            if self.on_sample is not None:
+                self.on_sample(sample)
             if sample.sent >= expected and sample.waiting == 0:
                 return sample.at
             if proc.poll() is not None:
