@@ -58,6 +58,15 @@ from tests.support.smtpd import running_smtp_server  # noqa: E402
 CHUNK = 50
 
 
+TARGET_RATIO = 0.35
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process so far."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def fill(server: DovecotServer, mails: list[bytes]) -> float:
     """MULTIAPPEND ``mails`` to INBOX; return the seconds it took."""
     started = time.perf_counter()
@@ -276,7 +285,9 @@ def main() -> int:
         site = make_site(imap, smtp, idle=False)
         app = build_app(load_settings(site / "mailtriage.toml"))
         parts = shares(app)
+        cpu = cpu_seconds()
         fetched, outcomes, t_app = ingest(app)
+        cpu = cpu_seconds() - cpu
         app.close()
         parts |= pipeline_parts(dict(app.pipeline.timer.seconds))
         parts["other (runner, ledger, outbox rows)"] = max(0.0, t_app - sum(parts.values()))
@@ -289,6 +300,9 @@ def main() -> int:
         lat = [x * 1000 for x in idle_latencies(idle_app, imap, smtp, args.idle, args.gap)]
         idle_app.close()
     report(n_floor, t_floor, fetched, t_app, parts)
+    ratio = (fetched / t_app) / (n_floor / t_floor)
+    print(f"target ratio >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    print(f"CPU of the daemon process per mail: {1000 * cpu / max(fetched, 1):.2f} ms")
     print(
         f"  outcomes {outcomes}; {sent} mails captured by SMTP; INBOX left {left}; Processed {moved}"
     )
