@@ -23,6 +23,7 @@ from daemon.clock import ManualClock
 from daemon.store.models import OutboxEntry
 from daemon.store.queries import failed_outbox, list_tickets
 from tests.support.dovecot import DovecotServer, dovecot, make_dovecot  # noqa: F401
+from tests.support.drive import Killed
 from tests.support.faultproxy import FaultProxy, fault_proxy  # noqa: F401
 from tests.support.mail import make_mail
 from tests.support.smtpd import SmtpServer, smtp_server  # noqa: F401
@@ -30,10 +31,6 @@ from tests.support.smtpd import SmtpServer, smtp_server  # noqa: F401
 pytestmark = [pytest.mark.realserver, pytest.mark.slow]
 
 SUBJECTS = ("Printer jammed on floor 2", "VPN drops every hour", "Password expired")
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL inside the test process: nothing in the daemon catches it."""
 
 
 @pytest.fixture

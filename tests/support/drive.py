@@ -17,6 +17,10 @@ from tests.support import outgoing
 from tests.support.accounting import audit
 
 
+class Killed(BaseException):
+    """Stands in for SIGKILL inside the test process: nothing in the daemon catches it."""
+
+
 def pending(app: App) -> int:
     """How many mails the backend still offers (not finished, retried or quarantined)."""
     return len(app.backend.fetch_new(None, 100_000).mails)
