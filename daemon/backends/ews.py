@@ -250,6 +250,10 @@ class EwsBackend:
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` to the processed or quarantine folder; an item already gone is fine."""
+        self.ack_many([ref], outcome)
+
+    def ack_many(self, refs: list[str], outcome: AckOutcome) -> None:
+        """Move ``refs`` in one ``MoveItem`` request; items already gone are fine."""
         name = (
             self.settings.quarantine_folder
             if outcome is AckOutcome.QUARANTINED
@@ -258,8 +262,9 @@ class EwsBackend:
         try:
             with self.connection.errors("move mail"):
                 dest = self._folder(name, create=True)
-                results = self.connection.account.bulk_move(ids=[(ref, None)], to_folder=dest)
-            for result in results:
+                ids = [(ref, None) for ref in refs]
+                results = self.connection.account.bulk_move(ids=ids, to_folder=dest)
+            for ref, result in zip(refs, results, strict=False):
                 if isinstance(result, ews_errors.ErrorItemNotFound):
                     log.info("EWS item %s was already moved; ack is a no-op", ref)
                 elif isinstance(result, Exception):

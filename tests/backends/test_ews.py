@@ -93,6 +93,19 @@ def test_ack_moves_to_processed_and_quarantine(fake: FakeEws, backend: EwsBacken
     assert fake.operations.count("CreateFolder") == 2
 
 
+def test_a_batch_is_moved_in_one_request(fake: FakeEws, backend: EwsBackend) -> None:
+    """Against the local fake EWS: one MoveItem carrying every ItemId; a second one moves nothing."""
+    for n in range(4):
+        fake.deliver(raw(n))
+    mails = backend.fetch_new(None, 10).mails
+    before = fake.operations.count("MoveItem")
+    backend.ack_many([m.ref for m in mails[:3]], AckOutcome.PROCESSED)
+    assert fake.operations.count("MoveItem") == before + 1
+    backend.ack_many([m.ref for m in mails[:3]], AckOutcome.PROCESSED)  # all already moved
+    assert fake.mimes("Processed") == [raw(0), raw(1), raw(2)]
+    assert fake.mimes("Inbox") == [raw(3)]
+
+
 def test_existing_folder_is_reused(fake: FakeEws) -> None:
     """Against the local fake EWS: an existing "Inbox/Done" folder is found, not created again."""
     fake.folders["f-done"] = type(fake.by_name("Inbox"))("f-done", "Done", "f-inbox")
