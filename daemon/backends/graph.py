@@ -48,6 +48,7 @@ RETRY_STATUSES = frozenset({429, 503, 504})
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
 DELTA_SELECT = "id,internetMessageId,receivedDateTime"
 POLL_PAGE = 50
+BATCH_LIMIT = 20  # requests per JSON batch (Graph's limit)
 
 
 class GraphError(BackendError):
@@ -318,11 +319,7 @@ class GraphBackend:
     # --- acknowledging -----------------------------------------------------------
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` to the processed or quarantine folder; a 404 means it already moved."""
-        name = (
-            self.settings.quarantine_folder
-            if outcome is AckOutcome.QUARANTINED
-            else self.settings.processed_folder
-        )
+        name = self._ack_folder(outcome)
         dest = self._folder_id(name, create=True)
         url = f"{self._base}/messages/{_q(ref)}/move"
         try:
@@ -334,6 +331,38 @@ class GraphBackend:
             raise
         if resp.status_code == 404:
             log.info("Graph message %s was already moved; ack is a no-op", ref)
+
+    def ack_many(self, refs: list[str], outcome: AckOutcome) -> None:
+        """Move ``refs`` through JSON batching, 20 moves per ``$batch`` request.
+
+        A move the batch could not do (throttled, failed) is done again on its
+        own, where the retries and ``Retry-After`` of :meth:`ack` apply.
+        """
+        name = self._ack_folder(outcome)
+        dest = self._folder_id(name, create=True)
+        root = self.settings.graph_url.rstrip("/")
+        user = self._base[len(root) :]  # requests in a batch are relative to the version root
+        for at in range(0, len(refs), BATCH_LIMIT):
+            chunk = refs[at : at + BATCH_LIMIT]
+            body = {
+                "requests": [
+                    _move(i, f"{user}/messages/{_q(r)}/move", dest) for i, r in enumerate(chunk)
+                ]
+            }
+            resp = self._client.request("POST", f"{root}/$batch", "move messages", json=body)
+            for answer in resp.json().get("responses", []):
+                self._judge_move(chunk[int(answer["id"])], int(answer["status"]), outcome)
+
+    def _judge_move(self, ref: str, status: int, outcome: AckOutcome) -> None:
+        if status == 404:
+            log.info("Graph message %s was already moved; ack is a no-op", ref)
+        elif status not in (200, 201):
+            log.info("Graph batch move of %s answered %s; moving it alone", ref, status)
+            self.ack(ref, outcome)
+
+    def _ack_folder(self, outcome: AckOutcome) -> str:
+        s = self.settings
+        return s.quarantine_folder if outcome is AckOutcome.QUARANTINED else s.processed_folder
 
     def _folder_id(self, path: str, *, create: bool) -> str:
         """Resolve ``path`` ("Inbox", "Processed", "Inbox/Sub") to a folder id, creating if asked."""
@@ -457,3 +486,14 @@ class GraphTransport:
     def close(self) -> None:
         """Release the HTTP session."""
         self._client.close()
+
+
+def _move(i: int, url: str, dest: str) -> dict:
+    """One move inside a ``$batch`` request body."""
+    return {
+        "id": str(i),
+        "method": "POST",
+        "url": url,
+        "headers": {"Content-Type": "application/json"},
+        "body": {"destinationId": dest},
+    }

@@ -21,7 +21,7 @@ from daemon.backends.base import (
     add_missing_bcc,
 )
 from daemon.backends.graph import GraphBackend, GraphTransport
-from tests.support.fake_graph import ClientCredentialsTokens, FakeGraph
+from tests.support.fake_graph import ClientCredentialsTokens, FakeGraph, Fault
 from tests.support.ports import free_port
 
 RAW = b"From: Ann <ann@example.org>\r\nTo: support@example.com\r\nSubject: printer %d  \r\nMessage-ID: <m%d@example.org>\r\n\r\nbody \xe9 %d\r\n"
@@ -166,6 +166,31 @@ def test_ack_moves_to_processed_and_quarantine(fake: FakeGraph, backend: GraphBa
     assert fake.raws("Processed") == [raw(1)]
     assert fake.raws("Quarantine") == [raw(2)]
     assert len([p for p in fake.paths("POST") if p.endswith("/mailFolders")]) == 2
+
+
+def test_a_batch_is_moved_by_json_batching(fake: FakeGraph, backend: GraphBackend) -> None:
+    """Against the local fake: 23 moves go as two $batch requests (20 + 3), none alone."""
+    for n in range(25):
+        fake.deliver(raw(n))
+    mails = backend.fetch_new(None, 30).mails
+    backend.ack_many([m.ref for m in mails[:23]], AckOutcome.PROCESSED)
+    assert fake.batches == 2
+    assert not [p for p in fake.paths("POST") if p.endswith("/move")]
+    backend.ack_many([m.ref for m in mails[:3]], AckOutcome.PROCESSED)  # gone: 404s, fine
+    assert sorted(fake.raws("Processed")) == sorted(raw(n) for n in range(23))
+    assert sorted(fake.raws("inbox")) == sorted([raw(23), raw(24)])
+
+
+def test_a_move_the_batch_could_not_do_is_done_alone(
+    fake: FakeGraph, backend: GraphBackend
+) -> None:
+    """Against the local fake: a throttled move inside the batch is retried on its own."""
+    for n in range(3):
+        fake.deliver(raw(n))
+    mails = backend.fetch_new(None, 10).mails
+    fake.faults.append(Fault(429, retry_after="0", path_contains=f"{mails[1].ref}/move"))
+    backend.ack_many([m.ref for m in mails], AckOutcome.PROCESSED)
+    assert sorted(fake.raws("Processed")) == sorted(raw(n) for n in range(3))
 
 
 def test_nested_processed_folder_is_created_under_inbox(

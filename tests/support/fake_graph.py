@@ -138,6 +138,7 @@ class FakeGraph(LoopbackHTTPFake):
         for wk, name in WELL_KNOWN.items():
             self.folders[f"F-{wk}"] = GraphFolder(f"F-{wk}", name, None, wk)
         self.requests: list[tuple[str, str]] = []  # (method, path + query)
+        self.batches = 0  # $batch requests answered
         self.sent: list[bytes] = []
         self.faults: list[Fault] = []
         self.default_page = 10
@@ -219,6 +220,8 @@ class FakeGraph(LoopbackHTTPFake):
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, Any]:
         """Answer one Graph request below ``/v1.0``: (status, JSON object or raw bytes)."""
+        if path == "/$batch" and method == "POST":
+            return self._batch(json.loads(body))
         prefix = f"/users/{self.user.lower()}"
         if not path.lower().startswith(prefix):
             user = path.split("/")[2] if path.count("/") >= 2 else ""
@@ -232,6 +235,24 @@ class FakeGraph(LoopbackHTTPFake):
             if parts == ["sendMail"] and method == "POST":
                 return self._send_mail(headers, body)
         return 400, _err("BadRequest", f"Unsupported request {method} {path}")
+
+    def _batch(self, batch: dict) -> tuple[int, Any]:
+        """JSON batching: at most 20 requests, each answered as if sent alone, in one reply."""
+        requests = batch.get("requests", [])
+        if len(requests) > 20:
+            return 400, _err("BadRequest", "A batch holds at most 20 requests.")
+        self.batches += 1
+        answers = []
+        for r in requests:
+            url = unquote(r["url"])
+            fault = self.take_fault(url)
+            if fault is not None:  # an injected answer applies inside a batch too
+                answers.append({"id": r["id"], "status": fault.status, "body": _err("Fault", "")})
+                continue
+            body = json.dumps(r.get("body", {})).encode()
+            status, answer = self.api(r["method"], url, {}, r.get("headers", {}), body)
+            answers.append({"id": r["id"], "status": status, "body": answer})
+        return 200, {"responses": answers}
 
     def _resolve(self, ref: str) -> GraphFolder | None:
         if ref.lower() in WELL_KNOWN:
