@@ -22,6 +22,7 @@ from config.errors import ServiceError
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 512  # page cache per connection
 
 
 def _sqlite_pragmas(busy_ms: int):
@@ -39,6 +40,10 @@ def _pragmas(dbapi_conn, busy_ms: int) -> None:
     # can lose the last commits), which is the failure the daemon guards.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Each pooled connection keeps its own page cache (2 MiB by default); with the
+    # runner's, the scheduler's and the status page's connections that was tens of
+    # MiB of a long-running daemon's memory once the database outgrew the caches.
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.close()
 
 
