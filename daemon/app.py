@@ -22,7 +22,8 @@ from daemon.backends.base import MailboxBackend, Transport
 from daemon.backends.maildir import MaildirBackend, MaildirTransport
 from daemon.channels import ChannelSender
 from daemon.clock import Clock, SystemClock
-from daemon.notify import Composer, OutboxSender
+from daemon.notify import Composer
+from daemon.outbox import OutboxSender
 from daemon.pipeline import Pipeline
 from daemon.runner import Runner
 from daemon.store.db import make_engine, migrate, session_factory

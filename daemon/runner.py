@@ -40,8 +40,8 @@ from daemon.backends.base import (
 from daemon.batch import Batches, PassStats
 from daemon.clock import Clock
 from daemon.ledger import Hold
-from daemon.notify import OutboxSender
 from daemon.outage import Patience, describe_outage
+from daemon.outbox import OutboxSender
 from daemon.parse import UnparseableMail
 from daemon.pipeline import Pipeline
 from daemon.quarantine import peek, storable

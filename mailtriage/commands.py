@@ -92,7 +92,7 @@ def cmd_run(args) -> int:
 
 def _say_what_waits(app) -> None:
     """After ``run --once``: how many messages the transport's rate cap holds, and until when."""
-    from daemon.notify import pending_count
+    from daemon.outbox import pending_count
 
     until = app.sender.capped_until
     if until is None:

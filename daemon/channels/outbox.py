@@ -1,6 +1,6 @@
 """The channel outbox: rows written with the ticket's change, POSTed after the commit.
 
-Retries follow the mail outbox (``daemon.notify.OutboxSender``): a 4xx answer
+Retries follow the mail outbox (``daemon.outbox.OutboxSender``): a 4xx answer
 is final (except 429 Too Many Requests), 5xx, timeouts and refused connections
 are retried with doubling backoff (at least what ``Retry-After`` asks), and a
 row is ``failed`` after the channel's ``max_attempts``.

@@ -51,6 +51,14 @@ def point_at(site: Path, imap: DovecotServer, smtp: SmtpServer, **extra: str) ->
     }
 
 
+def rewrite(site: Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in the site's config with ``new``."""
+    config = site / "mailtriage.toml"
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+
+
 def tickets(site: Path, env: dict[str, str]) -> list[dict]:
     """``mailtriage tickets --format json`` (the config needs its secrets to validate)."""
     done = mailtriage(site, "tickets", "--format", "json", env=env)
@@ -153,8 +161,7 @@ def test_check_config_connect_reports_a_tls_mismatch(
     smtp_server: SmtpServer,  # noqa: F811
 ) -> None:
     env = point_at(site, dovecot, smtp_server)
-    config = site / "mailtriage.toml"
-    config.write_text(config.read_text().replace("ssl = false", "ssl = true", 1))
+    rewrite(site, "ssl = false", "ssl = true")
     done = mailtriage(site, "check-config", "--connect", env=env)
     assert done.returncode == 1
     assert "mailbox connect: FAILED: TLS handshake failed" in done.stdout, done.stdout
@@ -166,8 +173,7 @@ def test_run_once_leaves_what_the_rate_cap_holds_and_says_when_it_goes(
     smtp_server: SmtpServer,  # noqa: F811
 ) -> None:
     env = point_at(site, dovecot, smtp_server)
-    config = site / "mailtriage.toml"
-    config.write_text(config.read_text().replace("rate_per_minute = 30", "rate_per_minute = 2"))
+    rewrite(site, "rate_per_minute = 30", "rate_per_minute = 2")
     for i, subject in enumerate(SUBJECTS):
         dovecot.append(crlf(make_mail(subject=subject, sender=f"user{i}@example.com")))
     started = time.monotonic()
