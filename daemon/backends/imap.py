@@ -134,6 +134,7 @@ class ImapBackend(IdleWaiting):
         self._folders: set[str] = set()  # target folders known to exist
         self._idle_since: float | None = None  # IDLE is active on the connection
         self._idle_heard = 0.0
+        self._settle_left, self._round = 0, idle_settle
         self._next_poll = 0.0
 
     # -- the MailboxBackend contract ----------------------------------------------------

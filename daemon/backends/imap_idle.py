@@ -3,9 +3,12 @@
 RFC 2177 lets servers drop an IDLE after 30 minutes, so IDLE is re-issued every
 :data:`IDLE_REARM_SECONDS`; a link silent for :data:`IDLE_WATCHDOG_SECONDS` is
 proven alive with DONE + NOOP (a NAT box may have forgotten it without a word).
-Mail that lands between the last SEARCH and IDLE may never be announced, so a
-NOOP precedes IDLE and the first watchdog round comes after
-:data:`IDLE_SETTLE_SECONDS`. A lost link ends the wait with True: the next fetch
+Mail that lands between the last SEARCH and IDLE may never be announced
+(Dovecot then reports it only with its next change, up to 30 s later), so a
+NOOP precedes IDLE and the watchdog rounds come every
+:data:`IDLE_SETTLE_SECONDS` for :data:`IDLE_SETTLE_ROUNDS` rounds after mail
+was last handled (each round's DONE + NOOP + IDLE opens the same window again),
+then at doubling intervals up to the full watchdog. A lost link ends the wait with True: the next fetch
 reconnects and picks up whatever arrived meanwhile.
 """
 
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 IDLE_REARM_SECONDS = 600.0  # RFC 2177: re-issue IDLE well within the servers' 29-30 minutes
 IDLE_WATCHDOG_SECONDS = 120.0  # silent this long in IDLE: NOOP to prove the link still works
-IDLE_SETTLE_SECONDS = 1.0  # the first watchdog round after entering IDLE (see _start_idle)
+IDLE_SETTLE_SECONDS = 1.0  # watchdog rounds this often right after mail was handled
+IDLE_SETTLE_ROUNDS = 10  # ... for this many rounds, then doubling up to the watchdog
 # Socket-level failures: imaplib's abort (= IMAPClientAbortError), OSError (incl. TLS, timeouts).
 LINK_ERRORS = (OSError, imaplib.IMAP4.abort)
 
@@ -52,6 +56,8 @@ class IdleWaiting:
     _client: IMAPClient | None
     _idle_since: float | None
     _idle_heard: float
+    _settle_left: int
+    _round: float
     _next_poll: float
     _run: Callable[..., Any]
     _select: Callable[..., int]
@@ -95,8 +101,13 @@ class IdleWaiting:
             return client, True
         client.idle()
         self._idle_since = self.clock()
-        self._idle_heard = self._idle_since - self.idle_watchdog + self.idle_settle
+        self._settle_left, self._round = IDLE_SETTLE_ROUNDS, self.idle_settle
+        self._next_round_in(self._round)
         return client, False
+
+    def _next_round_in(self, seconds: float) -> None:
+        """Schedule the next watchdog round ``seconds`` from now (it counts from ``_idle_heard``)."""
+        self._idle_heard = self.clock() - self.idle_watchdog + seconds
 
     def _end_idle(self, client: IMAPClient) -> list[Any]:
         self._idle_since = None
@@ -141,7 +152,13 @@ class IdleWaiting:
         if has_new_mail(responses) or has_new_mail(list(noop_responses)):
             return True
         client.idle()
-        self._idle_since = self._idle_heard = self.clock()
+        self._idle_since = self.clock()
+        # Each re-entry opens the same window again: keep settling a while, then back off.
+        if self._settle_left > 0:
+            self._settle_left -= 1
+        else:
+            self._round = min(self._round * 2, self.idle_watchdog)
+        self._next_round_in(self._round)
         return False
 
     def _poll_wait(self, timeout: float) -> bool:

@@ -230,6 +230,22 @@ def test_idle_rearm_and_watchdog_keep_listening(
     timer.join()
 
 
+def test_idle_keeps_settling_after_mail_then_backs_off(
+    dovecot: DovecotServer, backends: Callable[..., ImapBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every DONE + NOOP + IDLE reopens the window in which Dovecot may not announce
+    new mail: rounds come every ``idle_settle`` for ten rounds, then at doubling intervals."""
+    b = backends(dovecot.settings(), idle_settle=0.05, idle_watchdog=30)
+    caplog.set_level(logging.DEBUG, logger="imapclient")
+    assert b.wait_for_new(0.75) is False  # 10 rounds of 0.05 s, then 0.1, 0.2 ...
+    noops = [r for r in caplog.records if "NOOP" in r.getMessage() and "> b" in r.getMessage()]
+    assert 11 <= len(noops) <= 15, len(noops)
+    caplog.clear()
+    assert b.wait_for_new(1.0) is False  # backed off: 0.4, 0.8 ...
+    noops = [r for r in caplog.records if "NOOP" in r.getMessage() and "> b" in r.getMessage()]
+    assert 1 <= len(noops) <= 3, len(noops)
+
+
 def test_polling_when_idle_is_off_or_not_offered(
     make_dovecot: Callable[..., DovecotServer], backends: Callable[..., ImapBackend]
 ) -> None:
