@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon import memory
 from daemon.backends.base import (
     DEFAULT_BATCH_BYTES,
     AckOutcome,
@@ -123,11 +124,13 @@ class Runner:
                 log.debug("another worker reads %s now; this one waits", self.backend.name)
         finally:
             lock.release()
+        memory.release()
         self.patiently(self.beat)
         return stats
 
     def _drain_mailbox(self, stats: PassStats) -> None:
         seen: set[str] = set()
+        batches = 0
         cursor = self.patiently(self._load_cursor)
         while not self.stop_event.is_set():
             result = self.backend.fetch_new(cursor, self.batch, self.max_batch_bytes)
@@ -140,6 +143,9 @@ class Runner:
             stats.fetched += len(batch)
             self.patiently(self.batches.handle, batch, stats)
             del batch
+            batches += 1
+            if batches % memory.RELEASE_EVERY == 0:
+                memory.release()
             if new_cursor is not None and new_cursor != cursor:
                 cursor = new_cursor
                 self.patiently(self._save_cursor, cursor)

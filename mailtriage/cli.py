@@ -151,6 +151,10 @@ def _fail(message: str, hint: str, code: int) -> int:
 # each freed mail. A fixed threshold keeps big blocks mmapped: freed means returned.
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 256 * 1024
+# One arena per thread (up to 8 per core) each keeps its own freed memory; the
+# daemon's threads (runner, scheduler, status page requests) share two instead.
+_M_ARENA_MAX = -8
+_ARENA_MAX = 2
 
 
 def _tune_malloc() -> None:
@@ -158,6 +162,7 @@ def _tune_malloc() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_ARENA_MAX, _ARENA_MAX)
     except (OSError, AttributeError):
         pass  # not glibc: its allocator has no such threshold to fix
 
