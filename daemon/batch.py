@@ -125,20 +125,14 @@ class Batches:
     def _charge(self, mails: list[RawMail]) -> None:
         """Count one attempt for each mail, committed before processing (one commit).
 
-        A mail with an attempt row already (its last try met an outage) is not
-        charged again; that is the only way a fresh mail has a row.
+        A mail with an attempt row already (its last try met an outage, or
+        another worker charged it at the same moment) keeps that row as it is.
         """
         runner, now = self.runner, self.runner.clock.now()
         refs = [m.ref for m in mails]
+        rows = [{"ref": r, "count": 1, "last_error": "", "updated_at": now} for r in refs]
         with runner.factory() as session, session.begin():
-            have = set(session.scalars(select(Attempt.ref).where(Attempt.ref.in_(refs))))
-            rows = [
-                {"ref": r, "count": 1, "last_error": "", "updated_at": now}
-                for r in refs
-                if r not in have
-            ]
-            if rows:  # another worker may charge the same mail at once: its row stays
-                insert_new(session, Attempt, rows)
+            insert_new(session, Attempt, rows)
         runner.uncharged.difference_update(refs)
 
     # -- the transaction ------------------------------------------------------
@@ -161,7 +155,9 @@ class Batches:
     def _decide_all(self, mails: list[RawMail]) -> Settled:
         runner, settled = self.runner, Settled()
         parsed = self._parse_all(mails)
-        runner.pipeline.understand_all([msg for msg in parsed.values()])
+        runner.pipeline.understand_all(
+            [m for m in parsed.values() if isinstance(m, InboundMessage)]
+        )
         with runner.factory() as session, session.begin():
             for mail in mails:
                 self._decide_one(session, mail, parsed.get(mail.ref), settled)

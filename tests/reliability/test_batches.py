@@ -362,3 +362,19 @@ def test_twenty_sigkills_during_a_backlog_lose_and_duplicate_nothing(site):
     assert list(inbox_new.iterdir()) == [] and held == 0 and unsent == 0
     assert list((site / "var/mail/inbox/.Quarantine/cur").iterdir()) == []
     assert kills == 20, f"the backlog drained after {kills} kills: raise MAILTRIAGE_KILL_BACKLOG"
+
+
+def test_an_unparseable_mail_does_not_cost_its_batch_the_vectorised_understanding(
+    make_app, inbox, caplog
+):
+    app = make_app()
+    calls = []
+    many = app.pipeline.classifier.classify_many
+    app.pipeline.classifier.classify_many = lambda items: calls.append(len(items)) or many(items)
+    inbox(make_mail(subject="Printer jammed"), "a")
+    inbox(b"\x00" * 10 + b"not a mail at all", "b")
+    inbox(make_mail(subject="VPN drops", sender="carol@example.com"), "c")
+    stats = app.runner.run_pass()
+    assert stats.outcomes == {"ticket": 2} and stats.quarantined == 1
+    assert calls == [2]  # one call for the two that parsed; none one at a time
+    assert "one mail at a time" not in caplog.text
