@@ -27,6 +27,25 @@ def _libc():
 _LIBC = _libc()
 
 
+# glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB),
+# so after one 23 MB mail the next ones come from the heap, which keeps the memory of
+# each freed mail. A fixed threshold keeps big blocks mmapped: freed means returned.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 256 * 1024
+# One arena per thread (up to 8 per core) each keeps its own freed memory; the
+# daemon's threads (runner, scheduler, status page requests) share two instead.
+_M_ARENA_MAX = -8
+_ARENA_MAX = 2
+
+
+def tune() -> None:
+    """Fix glibc's mmap threshold and arena count, at start (a no-op elsewhere)."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        mallopt(_M_ARENA_MAX, _ARENA_MAX)
+
+
 def release() -> None:
     """Return free heap pages to the system (glibc's ``malloc_trim``)."""
     trim = getattr(_LIBC, "malloc_trim", None)

@@ -74,12 +74,8 @@ class OutboxSender:
         self.capped_until: datetime | None = None
 
     def _due_ids(self, session: Session, limit: int) -> list[int]:
-        stmt = (
-            select(OutboxEntry.id)
-            .where(OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= self.clock.now())
-            .order_by(OutboxEntry.id)
-            .limit(limit)
-        )
+        stmt = select(OutboxEntry.id).where(*_due(self.clock.now()))
+        stmt = stmt.order_by(OutboxEntry.id).limit(limit)
         with session.begin():
             return list(session.scalars(stmt))
 
@@ -116,18 +112,21 @@ class OutboxSender:
         for at in range(0, len(ids), CHUNK):
             with session.begin():
                 rows = session.execute(_CLAIM.where(OutboxEntry.id.in_(ids[at : at + CHUNK])))
-                done = [row.id for row in rows.all() if self._sent_in_chunk(session, row)]
+                done = [row.id for row in rows.all() if self._transmit(session, row)]
                 if done:
                     stmt = _SENT.where(OutboxEntry.id.in_(done))
                     session.execute(stmt, {"at": self.clock.now()})
             sent += len(done)
         return sent
 
-    def _sent_in_chunk(self, session: Session, row) -> bool:
+    def _transmit(self, session: Session, row) -> bool:
+        """Hand a claimed row to the transport; a failure is recorded on the row."""
         if row.status != "pending":
             return False
         try:
             self.transport.send(OutgoingMail(*row[:4]))
+        except RateCapped:
+            raise  # not the row's fault: the caller stops sending, nobody is charged
         except BackendError as exc:
             self._not_sent(session.get(OutboxEntry, row.id), exc)
             return False
@@ -148,18 +147,9 @@ class OutboxSender:
     def _send_one(self, session: Session, row_id: int) -> int:
         with session.begin():
             row = session.execute(_CLAIM.where(OutboxEntry.id == row_id)).first()
-            if row is None or row.status != "pending":
+            if row is None or not self._transmit(session, row):
                 return 0
-            try:
-                self.transport.send(OutgoingMail(*row[:4]))
-            except RateCapped:
-                raise
-            except BackendError as exc:
-                self._not_sent(session.get(OutboxEntry, row_id), exc)
-                return 0
-            self._crash("after_send")
             session.execute(_SENT.where(OutboxEntry.id == row_id), {"at": self.clock.now()})
-        log.info("sent %s %s to %s", row.kind, row.message_id, ", ".join(row.recipients))
         return 1
 
     def _not_sent(self, row: OutboxEntry, exc: BackendError) -> None:
@@ -186,7 +176,9 @@ class OutboxSender:
 
 def pending_count(session: Session, now: datetime) -> int:
     """Return how many outbox rows are due now."""
-    stmt = select(func.count(OutboxEntry.id)).where(
-        OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= now
-    )
-    return int(session.scalar(stmt) or 0)
+    return int(session.scalar(select(func.count(OutboxEntry.id)).where(*_due(now))) or 0)
+
+
+def _due(now: datetime) -> tuple:
+    """The rows that are due: pending, and their (next) attempt time has come."""
+    return OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= now

@@ -7,13 +7,13 @@ one line on stderr plus a hint; tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import ConfigError, MailtriageError, UserError
+from daemon import memory
 from mailtriage.commands import (
     cmd_check_config,
     cmd_init,
@@ -146,30 +146,9 @@ def _fail(message: str, hint: str, code: int) -> int:
     return code
 
 
-# glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB),
-# so after one 23 MB mail the next ones come from the heap, which keeps the memory of
-# each freed mail. A fixed threshold keeps big blocks mmapped: freed means returned.
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 256 * 1024
-# One arena per thread (up to 8 per core) each keeps its own freed memory; the
-# daemon's threads (runner, scheduler, status page requests) share two instead.
-_M_ARENA_MAX = -8
-_ARENA_MAX = 2
-
-
-def _tune_malloc() -> None:
-    """Keep large buffers (raw mail) out of the heap, on glibc; elsewhere do nothing."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_ARENA_MAX, _ARENA_MAX)
-    except (OSError, AttributeError):
-        pass  # not glibc: its allocator has no such threshold to fix
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mailtriage`` console script."""
-    _tune_malloc()
+    memory.tune()  # before anything big is allocated
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level,

@@ -164,14 +164,7 @@ class ImapBackend(IdleWaiting):
 
     def ack(self, ref: str, outcome: AckOutcome) -> None:
         """Move ``ref`` to the processed or quarantine folder; idempotent."""
-        try:
-            folder, validity, uid = parse_ref(ref)
-        except ValueError:
-            log.error("imap ack: %r is not an IMAP ref; ignored", ref)
-            return
-        s = self.settings
-        target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
-        self._run("ack", lambda c: self._ack(c, ref, folder, validity, uid, target))
+        self.ack_many([ref], outcome)
 
     def ack_many(self, refs: list[str], outcome: AckOutcome) -> None:
         """Move a batch in one ``UID MOVE`` (or COPY + STORE + EXPUNGE) per folder; idempotent."""
@@ -186,7 +179,7 @@ class ImapBackend(IdleWaiting):
         s = self.settings
         target = s.processed_folder if outcome is AckOutcome.PROCESSED else s.quarantine_folder
         for (folder, validity), uids in groups.items():
-            what = f"{len(uids)} mail(s) of {folder}"
+            what = refs[0] if len(refs) == 1 else f"{len(uids)} mail(s) of {folder}"
             self._run(
                 "ack",
                 lambda c, w=what, f=folder, v=validity, u=uids: self._ack(c, w, f, v, u, target),
@@ -416,10 +409,9 @@ class ImapBackend(IdleWaiting):
         )
 
     def _ack(
-        self, client: IMAPClient, ref: str, folder: str, validity: int, uid, target: str
+        self, client: IMAPClient, ref: str, folder: str, validity: int, uids: list[int], target: str
     ) -> None:
-        """Move ``uid`` (one UID or a list of them) of ``folder`` to ``target``."""
-        uids = uid if isinstance(uid, list) else [uid]
+        """Move ``uids`` of ``folder`` to ``target``."""
         current = self._select(client, folder)
         if current != validity:
             log.info(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import ServiceError
@@ -88,8 +89,6 @@ def insert_new(session: Session, model, rows: list[dict]) -> int:
     ``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): a row another
     worker inserted first is left alone instead of failing the transaction.
     """
-    from sqlalchemy.dialects import postgresql, sqlite
-
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = model.__table__
